@@ -1,0 +1,226 @@
+"""Convert VGG Image Annotator (VIA) exports to COCO detection JSON.
+
+Reads VIA 1.x files (``via_region_data.json``: a dict of images whose ``regions`` is a
+dict) and VIA 2.x files (project files with ``_via_img_metadata``, or exported
+annotations, whose ``regions`` is a list). Shapes ``polygon``, ``rect``, ``circle`` and
+``ellipse`` become polygons (curves are sampled); other shapes are skipped with a
+warning. Every polygon is clipped to its image; the box is the clipped polygon's extent
+and ``area`` its shoelace area. Images without regions stay in the file as negatives.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+from .io import BalloonDataError, image_size, write_json_atomic
+
+DEFAULT_CLASS = "balloon"
+CURVE_VERTICES = 32  # vertices used to turn a circle or an ellipse into a polygon
+SUPPORTED_SHAPES = ("polygon", "rect", "circle", "ellipse")
+
+Point = tuple[float, float]
+
+
+# --- geometry -------------------------------------------------------------------------
+def shape_to_polygon(shape: dict, where: str) -> list[Point] | None:
+    """Vertices of a VIA ``shape_attributes`` dict, or None for unsupported shapes."""
+    name = shape.get("name")
+    try:
+        if name == "polygon":
+            xs, ys = shape["all_points_x"], shape["all_points_y"]
+            if len(xs) != len(ys):
+                raise BalloonDataError(f"{where}: polygon has {len(xs)} x but {len(ys)} y coordinates")
+            points = [(float(x), float(y)) for x, y in zip(xs, ys)]
+            if len(points) > 1 and points[0] == points[-1]:
+                points = points[:-1]  # VIA often repeats the first vertex to close the ring
+            return points
+        if name == "rect":
+            x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
+            return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
+        if name == "circle":
+            cx, cy, r = (float(shape[k]) for k in ("cx", "cy", "r"))
+            return _ellipse(cx, cy, r, r, 0.0)
+        if name == "ellipse":
+            cx, cy, rx, ry = (float(shape[k]) for k in ("cx", "cy", "rx", "ry"))
+            return _ellipse(cx, cy, rx, ry, float(shape.get("theta", 0.0)))
+    except KeyError as err:
+        raise BalloonDataError(f"{where}: {name} region without its {err.args[0]!r} points") from None
+    except (TypeError, ValueError) as err:
+        raise BalloonDataError(f"{where}: {name} region has non-numeric points ({err})") from None
+    return None
+
+
+def _ellipse(cx: float, cy: float, rx: float, ry: float, theta: float) -> list[Point]:
+    cos_t, sin_t = math.cos(theta), math.sin(theta)
+    points = []
+    for i in range(CURVE_VERTICES):
+        a = 2 * math.pi * i / CURVE_VERTICES
+        dx, dy = rx * math.cos(a), ry * math.sin(a)
+        points.append((cx + dx * cos_t - dy * sin_t, cy + dx * sin_t + dy * cos_t))
+    return points
+
+
+def clip_polygon(points: Iterable[Point], width: float, height: float) -> list[Point]:
+    """Sutherland-Hodgman clipping of a polygon to the rectangle [0, width] x [0, height]."""
+    out = list(points)
+    edges = (
+        (lambda p: p[0] >= 0, lambda p, q: _cut_x(p, q, 0.0)),
+        (lambda p: p[0] <= width, lambda p, q: _cut_x(p, q, width)),
+        (lambda p: p[1] >= 0, lambda p, q: _cut_y(p, q, 0.0)),
+        (lambda p: p[1] <= height, lambda p, q: _cut_y(p, q, height)),
+    )
+    for inside, cut in edges:
+        src, out = out, []
+        for i, cur in enumerate(src):
+            prev = src[i - 1]
+            if inside(cur):
+                if not inside(prev):
+                    out.append(cut(prev, cur))
+                out.append(cur)
+            elif inside(prev):
+                out.append(cut(prev, cur))
+        if not out:
+            break
+    return out
+
+
+def _cut_x(p: Point, q: Point, x: float) -> Point:
+    t = (x - p[0]) / (q[0] - p[0])
+    return (x, p[1] + t * (q[1] - p[1]))
+
+
+def _cut_y(p: Point, q: Point, y: float) -> Point:
+    t = (y - p[1]) / (q[1] - p[1])
+    return (p[0] + t * (q[0] - p[0]), y)
+
+
+def polygon_area(points: list[Point]) -> float:
+    """Shoelace area (absolute value)."""
+    s = 0.0
+    for i, (x1, y1) in enumerate(points):
+        x2, y2 = points[(i + 1) % len(points)]
+        s += x1 * y2 - x2 * y1
+    return abs(s) / 2.0
+
+
+def polygon_bbox(points: list[Point]) -> list[float]:
+    """COCO ``[x, y, w, h]`` of the polygon's extent."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+# --- VIA parsing ----------------------------------------------------------------------
+def load_via(via_json: str | Path) -> list[dict]:
+    """Image entries of a VIA 1.x or 2.x file, in file order."""
+    path = Path(via_json)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BalloonDataError(f"{path}: VIA annotation file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BalloonDataError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(data, dict) and "_via_img_metadata" in data:
+        data = data["_via_img_metadata"]  # VIA 2.x project file
+    if not isinstance(data, dict):
+        raise BalloonDataError(f"{path}: expected a JSON object of VIA image entries, got {type(data).__name__}")
+    entries = []
+    for key, entry in data.items():
+        if not isinstance(entry, dict) or "filename" not in entry:
+            raise BalloonDataError(f"{path}: entry {key!r} is not a VIA image entry (no 'filename')")
+        entries.append({"key": key, **entry})
+    return entries
+
+
+def _regions(entry: dict, where: str) -> list[tuple[str, dict]]:
+    regions = entry.get("regions") or []
+    if isinstance(regions, dict):  # VIA 1.x: {"0": region, ...}
+        items = list(regions.items())
+    elif isinstance(regions, list):  # VIA 2.x
+        items = [(str(i), r) for i, r in enumerate(regions)]
+    else:
+        raise BalloonDataError(f"{where}: 'regions' must be a list or an object")
+    return items
+
+
+def _class_of(region: dict, attribute: str, where: str) -> str:
+    value = (region.get("region_attributes") or {}).get(attribute)
+    if isinstance(value, dict):  # VIA 2.x checkbox attribute: {"balloon": true}
+        chosen = [k for k, v in value.items() if v]
+        if len(chosen) != 1:
+            raise BalloonDataError(f"{where}: attribute {attribute!r} must select exactly one class, got {chosen}")
+        value = chosen[0]
+    if value is None or str(value).strip() == "":
+        raise BalloonDataError(f"{where}: region has no value for class attribute {attribute!r}")
+    return str(value).strip()
+
+
+def via_to_coco(
+    via_json: str | Path,
+    image_dir: str | Path,
+    class_attribute: str | None = None,
+) -> dict:
+    """Build a COCO detection dict from a VIA file and its image folder."""
+    via_json, image_dir = Path(via_json), Path(image_dir)
+    images, pending, skipped = [], [], {}
+    for image_id, entry in enumerate(load_via(via_json), start=1):
+        where = f"{via_json}: entry {entry['key']!r}"
+        image_path = image_dir / entry["filename"]
+        width, height = image_size(image_path, where)
+        images.append({"id": image_id, "file_name": entry["filename"], "width": width, "height": height})
+        for region_key, region in _regions(entry, where):
+            rwhere = f"{where} region {region_key}"
+            shape = region.get("shape_attributes") or {}
+            points = shape_to_polygon(shape, rwhere)
+            if points is None:
+                name = shape.get("name", "<no name>")
+                skipped.setdefault(name, []).append(rwhere)
+                continue
+            if len(points) < 3:
+                raise BalloonDataError(f"{rwhere}: {shape['name']} needs at least 3 points, has {len(points)}")
+            clipped = clip_polygon(points, width, height)
+            area = polygon_area(clipped) if len(clipped) >= 3 else 0.0
+            if area <= 0:
+                raise BalloonDataError(f"{rwhere}: {shape['name']} has no area inside the {width}x{height} image")
+            label = _class_of(region, class_attribute, rwhere) if class_attribute else DEFAULT_CLASS
+            pending.append((image_id, label, clipped, area))
+    for name, places in skipped.items():
+        warnings.warn(
+            f"{via_json}: skipped {len(places)} region(s) of unsupported shape {name!r} "
+            f"(supported: {', '.join(SUPPORTED_SHAPES)}); first: {places[0]}",
+            stacklevel=2,
+        )
+
+    names = sorted({label for _, label, _, _ in pending}) or [DEFAULT_CLASS]
+    cat_ids = {name: i for i, name in enumerate(names, start=1)}
+    annotations = []
+    for ann_id, (image_id, label, poly, area) in enumerate(pending, start=1):
+        annotations.append({
+            "id": ann_id,
+            "image_id": image_id,
+            "category_id": cat_ids[label],
+            "bbox": [round(v, 3) for v in polygon_bbox(poly)],
+            "area": round(area, 3),
+            "segmentation": [[round(c, 3) for p in poly for c in p]],
+            "iscrowd": 0,
+        })
+    return {
+        "info": {"description": f"converted from {via_json.name} by balloondet"},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i, "name": n} for n, i in cat_ids.items()],
+    }
+
+
+def convert(
+    via_json: str | Path,
+    image_dir: str | Path,
+    out_json: str | Path,
+    class_attribute: str | None = None,
+) -> dict:
+    """Convert a VIA file to COCO and write it atomically to ``out_json``; returns the dict."""
+    coco = via_to_coco(via_json, image_dir, class_attribute)
+    write_json_atomic(coco, out_json)
+    return coco

@@ -1,0 +1,172 @@
+"""The `data` step: get the balloon archive, extract it safely, convert VIA to COCO.
+
+``prepare_data`` ends with ``ROOT/train/``, ``ROOT/val/`` (images and the original VIA
+json) and ``ROOT/train.json``, ``ROOT/val.json`` (COCO). Nothing reaches ``ROOT`` before
+the archive was tested, its layout checked and both splits converted: the work happens
+in a temporary folder beside ``ROOT`` that is renamed at the end.
+"""
+from __future__ import annotations
+
+import shutil
+import stat
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .convert import convert
+from .io import BalloonDataError, atomic_path
+from .synthetic import make_synthetic_dataset
+
+OFFICIAL_URLS = (
+    "https://github.com/matterport/Mask_RCNN/releases/download/v2.1/balloon_dataset.zip",
+    "https://download.openmmlab.com/mmyolo/data/balloon_dataset.zip",  # mirror
+)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# A local copy of the official archive, used before any download when present.
+LOCAL_ARCHIVES = (REPO_ROOT.parent / "shared" / "data" / "balloon_dataset.zip",)
+DEFAULT_ROOT = Path("data/balloon")
+SPLITS = ("train", "val")
+VIA_FILE = "via_region_data.json"
+
+
+# --- download -------------------------------------------------------------------------
+def download(url: str, dest: str | Path, timeout: float = 30.0, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar; ``dest`` appears only when complete."""
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                            desc=f"download {PurePosixPath(url).name}",
+                                            disable=not progress) as bar:
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        if total is not None and tmp.stat().st_size != total:
+            raise BalloonDataError(f"{url}: download incomplete ({tmp.stat().st_size} of {total} bytes)")
+    return dest
+
+
+def download_first(urls, dest: str | Path, timeout: float = 30.0) -> Path:
+    """Try each URL in turn; the error lists every failure and what to do offline."""
+    errors = []
+    for url in urls:
+        try:
+            return download(url, dest, timeout=timeout)
+        except (urllib.error.URLError, OSError, BalloonDataError) as err:
+            errors.append(f"  {url}: {getattr(err, 'reason', err)}")
+    raise BalloonDataError(
+        "could not download the balloon dataset:\n" + "\n".join(errors) + "\n"
+        "Offline? Use a local copy with `balloondet data --source path/to/balloon_dataset.zip` "
+        "(or an extracted folder), or run everything on generated data with `balloondet data --synthetic`."
+    )
+
+
+# --- extract --------------------------------------------------------------------------
+def safe_extract(zip_path: str | Path, dest: str | Path) -> Path:
+    """Extract a zip after testing it; refuses absolute paths, ``..`` entries and links."""
+    zip_path, dest = Path(zip_path), Path(dest)
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise BalloonDataError(f"{zip_path}: not a readable zip archive ({err})") from None
+    with zf:
+        for info in zf.infolist():
+            name = info.filename
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            if name.startswith(("/", "\\")) or (parts and parts[0].endswith(":")) or ".." in parts:
+                raise BalloonDataError(f"{zip_path}: entry {name!r} points outside the archive folder; refusing to extract")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise BalloonDataError(f"{zip_path}: entry {name!r} is a symbolic link; refusing to extract")
+        try:
+            bad = zf.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:  # truncated archives fail here
+            raise BalloonDataError(f"{zip_path}: archive is damaged ({err})") from None
+        if bad is not None:
+            raise BalloonDataError(f"{zip_path}: entry {bad!r} fails its CRC check; the archive is damaged")
+        zf.extractall(dest)
+    return dest
+
+
+def find_layout(folder: str | Path) -> Path:
+    """The folder holding ``train/`` and ``val/`` with their VIA files (maybe one level down)."""
+    folder = Path(folder)
+    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
+    for cand in candidates:
+        if all((cand / s / VIA_FILE).is_file() for s in SPLITS):
+            return cand
+    expected = ", ".join(f"{s}/{VIA_FILE}" for s in SPLITS)
+    raise BalloonDataError(f"{folder}: not the balloon layout; expected {expected} (optionally inside one folder such as balloon/)")
+
+
+# --- the step -------------------------------------------------------------------------
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://", "file://"))
+
+
+def prepare_data(
+    source: str | Path | None = None,
+    root: str | Path = DEFAULT_ROOT,
+    synthetic: bool = False,
+    seed: int = 0,
+    urls=OFFICIAL_URLS,
+    force: bool = False,
+) -> Path:
+    """Get the balloon data into ``root`` and convert it to COCO; returns ``root``.
+
+    ``source`` is a URL, a local ``.zip`` or an extracted folder. Without one, ``root`` is
+    reused when already complete, else a local copy of the official archive is used when
+    present, else the official URLs are downloaded. ``synthetic`` writes generated data.
+    """
+    root = Path(root)
+    if not force and source is None and not synthetic and all((root / f"{s}.json").is_file() for s in SPLITS):
+        print(f"{root} already holds the converted dataset (use force=True / --force to redo it)")
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
+        tmp = Path(tmp)
+        if synthetic:
+            layout = make_synthetic_dataset(tmp / "synthetic", seed=seed)
+        else:
+            layout = _fetch(source, urls, root, tmp)
+        staged = tmp / "staged"
+        staged.mkdir()
+        for split in SPLITS:
+            shutil.move(str(layout / split), str(staged / split))
+            coco = convert(staged / split / VIA_FILE, staged / split, staged / f"{split}.json")
+            print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes")
+        if root.exists():
+            shutil.rmtree(root)
+        staged.rename(root)
+    print(f"dataset ready in {root}")
+    return root
+
+
+def _fetch(source, urls, root: Path, tmp: Path) -> Path:
+    """Bring the raw VIA layout into ``tmp``; returns the folder holding train/ and val/."""
+    archive = None
+    if source is None:
+        local = [p for p in LOCAL_ARCHIVES if p.is_file()]
+        if local:
+            archive = local[0]
+            print(f"using the local copy {archive}")
+        else:
+            archive = download_first(urls, root.parent / "balloon_dataset.zip")
+    elif _is_url(str(source)):
+        archive = download_first([str(source)], root.parent / "balloon_dataset.zip")
+    else:
+        path = Path(source)
+        if path.is_dir():
+            layout = find_layout(path)
+            copy = tmp / "copy"
+            for split in SPLITS:
+                shutil.copytree(layout / split, copy / split)
+            return copy
+        if not path.is_file():
+            raise BalloonDataError(f"{path}: no such archive or folder (--source takes a URL, a .zip or a folder)")
+        archive = path
+    return find_layout(safe_extract(archive, tmp / "extract"))

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real archive when present, synthetic data, a loopback HTTP server."""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_ARCHIVE = REPO.parent / "shared" / "data" / "balloon_dataset.zip"
+real_archive = pytest.mark.skipif(
+    not REAL_ARCHIVE.is_file(),
+    reason=f"the real balloon archive is not at {REAL_ARCHIVE}; synthetic tests cover the same code",
+)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A converted synthetic dataset (train/val + COCO json), made once per test session."""
+    from balloondet.data import prepare_data
+
+    return prepare_data(root=tmp_path_factory.mktemp("synthetic") / "balloon", synthetic=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_zip(tmp_path_factory) -> Path:
+    """A synthetic dataset packed like the official archive (balloon/train, balloon/val)."""
+    from balloondet.synthetic import make_synthetic_dataset
+
+    tmp = tmp_path_factory.mktemp("synthetic_zip")
+    raw = make_synthetic_dataset(tmp / "balloon", n_train=6, n_val=3, seed=7)
+    archive = tmp / "balloon_dataset.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(raw.rglob("*")):
+            zf.write(path, path.relative_to(tmp).as_posix())
+    return archive
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """Serve a folder on 127.0.0.1; yields a function folder -> base URL."""
+    servers = []
+
+    def serve(folder: Path, handler=None) -> str:
+        handler = handler or functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
