@@ -39,7 +39,8 @@ param_scheduler = [
          T_max=max_epochs // 2, by_epoch=True, convert_to_iter_based=True),
 ]
 default_hooks = dict(
-    checkpoint=dict(interval=interval, max_keep_ckpts=2, save_best='coco/bbox_mAP', rule='greater'),
+    # every epoch, so that --resume after a crash loses no finished epoch; the best is kept apart
+    checkpoint=dict(interval=1, max_keep_ckpts=1, save_best='coco/bbox_mAP', rule='greater'),
     logger=dict(interval=1))  # few iterations per epoch: log each one for the curves
 custom_hooks = [
     dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True, priority=49),

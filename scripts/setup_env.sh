@@ -29,7 +29,7 @@ die() { printf '\033[1;31m[setup] ERROR:\033[0m %s\n' "$*" >&2; exit 1; }
 
 [[ -f $req ]] || die "requirements file not found: $req"
 stamp="$venv/.balloondet-setup"
-want=$(cat "$req" "$here/setup_env.sh" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)-$cxx_std-${MMCV_FIND_LINKS:-src}
+want=$(cat "$req" "$root/requirements-common.txt" "$here/setup_env.sh" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)-$cxx_std-${MMCV_FIND_LINKS:-src}
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
     say "$venv is up to date with $req (delete $stamp to force a reinstall)"
     exit 0

@@ -60,3 +60,16 @@ def http_server():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def trained_smoke(tmp_path_factory, synthetic_root) -> dict:
+    """The smoke config trained on synthetic data once per session (a few minutes on CPU)."""
+    from balloondet.model import find_checkpoint
+    from balloondet.train import build_config, train
+
+    work_dir = tmp_path_factory.mktemp("smoke_run")
+    train("rtmdet_tiny_smoke_synthetic", work_dir=work_dir, device="cpu", data_root=synthetic_root)
+    epochs = build_config("rtmdet_tiny_smoke_synthetic").train_cfg.max_epochs
+    return {"work_dir": work_dir, "checkpoint": find_checkpoint(work_dir), "epochs": epochs,
+            "config": "rtmdet_tiny_smoke_synthetic"}

@@ -108,6 +108,47 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file://"))
 
 
+def download_data(
+    source: str | Path | None = None,
+    root: str | Path = DEFAULT_ROOT,
+    synthetic: bool = False,
+    seed: int = 0,
+    urls=OFFICIAL_URLS,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Bring the raw VIA layout (``ROOT/train``, ``ROOT/val``) into ``root``; returns ``root``.
+
+    ``source`` is a URL, a local ``.zip`` or an extracted folder. Without one, a local copy
+    of the official archive is used when present, else the official URLs are downloaded.
+    ``synthetic`` writes generated data instead. ``root`` is replaced only at the end.
+    A downloaded archive is kept in ``cache_dir`` (default: next to ``root``).
+    """
+    root = Path(root)
+    cache_dir = Path(cache_dir) if cache_dir else root.parent
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
+        tmp = Path(tmp)
+        layout = make_synthetic_dataset(tmp / "synthetic", seed=seed) if synthetic else _fetch(source, urls, cache_dir, tmp)
+        staged = tmp / "staged"
+        staged.mkdir()
+        for split in SPLITS:
+            shutil.move(str(layout / split), str(staged / split))
+        if root.exists():
+            shutil.rmtree(root)
+        staged.rename(root)
+    return root
+
+
+def convert_data(root: str | Path = DEFAULT_ROOT) -> dict:
+    """VIA -> COCO for both splits: ``ROOT/train.json`` and ``ROOT/val.json``."""
+    root = Path(root)
+    cocos = {}
+    for split in SPLITS:
+        cocos[split] = coco = convert(root / split / VIA_FILE, root / split, root / f"{split}.json")
+        print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {root / f'{split}.json'}")
+    return cocos
+
+
 def prepare_data(
     source: str | Path | None = None,
     root: str | Path = DEFAULT_ROOT,
@@ -116,29 +157,20 @@ def prepare_data(
     urls=OFFICIAL_URLS,
     force: bool = False,
 ) -> Path:
-    """Get the balloon data into ``root`` and convert it to COCO; returns ``root``.
+    """``download_data`` then ``convert_data``; returns ``root``.
 
-    ``source`` is a URL, a local ``.zip`` or an extracted folder. Without one, ``root`` is
-    reused when already complete, else a local copy of the official archive is used when
-    present, else the official URLs are downloaded. ``synthetic`` writes generated data.
+    Without ``source``, ``synthetic`` or ``force``, a ``root`` that already holds both
+    COCO files is reused as it is.
     """
     root = Path(root)
     if not force and source is None and not synthetic and all((root / f"{s}.json").is_file() for s in SPLITS):
         print(f"{root} already holds the converted dataset (use force=True / --force to redo it)")
         return root
+    # Convert in a staging copy first, so that bad annotations never replace a good dataset.
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
-        tmp = Path(tmp)
-        if synthetic:
-            layout = make_synthetic_dataset(tmp / "synthetic", seed=seed)
-        else:
-            layout = _fetch(source, urls, root, tmp)
-        staged = tmp / "staged"
-        staged.mkdir()
-        for split in SPLITS:
-            shutil.move(str(layout / split), str(staged / split))
-            coco = convert(staged / split / VIA_FILE, staged / split, staged / f"{split}.json")
-            print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes")
+        staged = download_data(source, Path(tmp) / "dataset", synthetic, seed, urls, cache_dir=root.parent)
+        convert_data(staged)
         if root.exists():
             shutil.rmtree(root)
         staged.rename(root)
@@ -146,18 +178,19 @@ def prepare_data(
     return root
 
 
-def _fetch(source, urls, root: Path, tmp: Path) -> Path:
+def _fetch(source, urls, cache_dir: Path, tmp: Path) -> Path:
     """Bring the raw VIA layout into ``tmp``; returns the folder holding train/ and val/."""
     archive = None
+    cached = cache_dir / "balloon_dataset.zip"
     if source is None:
-        local = [p for p in LOCAL_ARCHIVES if p.is_file()]
+        local = [p for p in (cached, *LOCAL_ARCHIVES) if p.is_file()]
         if local:
             archive = local[0]
             print(f"using the local copy {archive}")
         else:
-            archive = download_first(urls, root.parent / "balloon_dataset.zip")
+            archive = download_first(urls, cached)
     elif _is_url(str(source)):
-        archive = download_first([str(source)], root.parent / "balloon_dataset.zip")
+        archive = download_first([str(source)], cached)
     else:
         path = Path(source)
         if path.is_dir():

@@ -1,11 +1,11 @@
 """The `test` step: COCO bbox metrics of a checkpoint on the val split, with mmdet's CocoMetric."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .io import BalloonDataError, write_json_atomic
-from .train import build_config, pick_device
+from .checkpoint import allow_mmengine_checkpoints
+from .train import build_config, use_device
 
 COCO_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
 
@@ -19,8 +19,7 @@ def test(config, checkpoint, work_dir=None, device="auto", cfg_options=None, dat
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise BalloonDataError(f"checkpoint not found: {checkpoint}")
-    if pick_device(device) == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    use_device(device)
     cfg = build_config(config, work_dir=work_dir or checkpoint.parent, cfg_options=cfg_options, data_root=data_root)
     cfg.load_from = str(checkpoint)
     cfg.test_evaluator.outfile_prefix = str(Path(cfg.work_dir) / "test_detections")
@@ -30,9 +29,12 @@ def test(config, checkpoint, work_dir=None, device="auto", cfg_options=None, dat
     from mmengine.runner import Runner
 
     register_all_modules()
+    allow_mmengine_checkpoints()
     runner = Runner.from_cfg(cfg)
-    metrics = runner.test()
-    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics = {k: float(v) for k, v in runner.test().items()}
+    if not metrics:  # CocoMetric returns nothing when no box passed the score threshold
+        print("no detections at all on the val split: every COCO metric is 0")
+        metrics = {f"coco/{k}": 0.0 for k in COCO_KEYS}
     out = Path(cfg.work_dir) / "test_metrics.json"
     write_json_atomic({"config": str(config), "checkpoint": str(checkpoint), "metrics": metrics}, out)
     print(f"metrics written to {out}")

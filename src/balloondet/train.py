@@ -5,6 +5,7 @@ import os
 import os.path as osp
 from pathlib import Path
 
+from .checkpoint import allow_mmengine_checkpoints
 from .io import BalloonDataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,14 @@ def pick_device(device: str = "auto") -> str:
         raise TrainError("--device cuda was asked for, but torch sees no CUDA device")
     if device not in ("cpu", "cuda"):
         raise TrainError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def use_device(device: str = "auto") -> str:
+    """``pick_device``, and hide CUDA from mmengine's Runner when the CPU was chosen."""
+    device = pick_device(device)
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the Runner places the model on CUDA whenever it sees one
     return device
 
 
@@ -126,15 +135,26 @@ def build_config(config, work_dir=None, epochs=None, from_scratch=False, resume=
     cfg.launcher = launcher
     if launcher != "none" and pick_device(device) == "cpu":
         cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"  # NCCL needs GPUs
+        replace_norm(cfg.model, "SyncBN", "BN")  # SyncBN only runs on CUDA tensors
     return cfg
+
+
+def replace_norm(node, old: str, new: str) -> None:
+    """Swap a norm layer type everywhere in a model config (in place)."""
+    if isinstance(node, dict):
+        if node.get("type") == old and "norm_cfg" not in node:
+            node["type"] = new
+        for value in node.values():
+            replace_norm(value, old, new)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            replace_norm(value, old, new)
 
 
 def train(config, work_dir=None, device="auto", epochs=None, from_scratch=False, resume=False,
           cfg_options=None, launcher="none", data_root=None):
     """Train; returns the work dir. Checkpoints, logs and curves' data end up there."""
-    device = pick_device(device)
-    if device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # mmengine places the model on CUDA whenever it sees one
+    device = use_device(device)
     cfg = build_config(config, work_dir, epochs, from_scratch, resume, cfg_options, launcher, device, data_root)
     if not resume:
         check_load_from(cfg)
@@ -143,6 +163,7 @@ def train(config, work_dir=None, device="auto", epochs=None, from_scratch=False,
     from mmengine.runner import Runner
 
     register_all_modules()
+    allow_mmengine_checkpoints()  # --resume and load_from read checkpoints
     runner = Runner.from_cfg(cfg)
     runner.train()
     return Path(cfg.work_dir)

@@ -1,0 +1,427 @@
+"""Benchmark RTMDet-tiny (config ``rtmdet_tiny_cpu-scratch_balloon``) on this machine.
+
+Measures, at each input size (square, default 640 and 320 px):
+
+1. training throughput (images/s): data_preprocessor + ``model.loss`` + backward + AdamW step
+   on a random batch of 8 images with 2-3 random boxes each (no data loading, no augmentation);
+2. inference latency (ms/image): model only (``model.predict`` on a preprocessed 1-image batch)
+   and end to end from a JPEG file (``mmdet.apis.inference_detector``);
+3. Grad-CAM (``balloondet.cam.box_cam``) and neck feature-map capture
+   (``balloondet.featmap.capture``) time per image;
+4. peak memory: process max RSS and, on CUDA, ``torch.cuda.max_memory_allocated``;
+5. the physical floor: FLOPs per image (mmengine's FlopAnalyzer counts one multiply-add as one
+   "flop", i.e. MACs; FLOPs = 2 x MACs) over the measured peak float32 matmul throughput of the
+   device, and the ratio of the measured model-only latency to that floor.
+
+Weights are untrained (``init_weights``: the step-0 model); timing does not depend on them,
+except that the detection post-processing sees the untrained score distribution. The JPEG is a
+synthetic 1024x768 balloon scene (the most common size in the balloon dataset).
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/benchmark.py                     # full run, appends to bench/results.jsonl
+    .venv/bin/python bench/benchmark.py --quick             # smoke test: 320 px, 1 warm-up + 1 timed
+                                                            # iteration; the JSON line goes to a temp file
+    .venv/bin/python bench/benchmark.py --device cuda --sizes 640 320 --out bench/results.jsonl
+
+Prints an aligned table (metric, size, value, unit) and appends one JSON line to ``--out`` with
+the date, the machine, the settings and every number. Other jobs on the same cores slow every
+number down, the matmul peak included: run it on an otherwise idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CONFIG = "rtmdet_tiny_cpu-scratch_balloon"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.jsonl"
+BATCH = 8
+IMAGE_WH = (1024, 768)
+
+
+# ---------------------------------------------------------------- settings and machine
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 320 px only, 1 warm-up + 1 timed iteration, JSON to a temp file")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="square input sizes (default 640 320)")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON-lines file to append to (default {DEFAULT_OUT})")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations before each measurement")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per inference/CAM/featmap measurement")
+    p.add_argument("--train-iters", type=int, default=5, help="timed training iterations (batches of 8)")
+    p.add_argument("--matmul-seconds", type=float, default=1.0, help="how long to time the peak matmul")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes = args.sizes or [320]
+        args.warmup, args.iters, args.train_iters, args.matmul_seconds = 1, 1, 1, 0.3
+        args.out = args.out or Path(tempfile.gettempdir()) / "balloondet_bench_quick.jsonl"
+    args.sizes = args.sizes or [640, 320]
+    args.out = args.out or DEFAULT_OUT
+    return args
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info(device: str) -> dict:
+    import mmcv
+    import mmdet
+    import mmengine
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model_name(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "mmengine": mmengine.__version__,
+            "device": device}
+    if device == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device_name"] = info["cpu"]
+    return info
+
+
+# ---------------------------------------------------------------- timing helpers
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, warmup: int, iters: int, device: str) -> list[float]:
+    """Seconds per call of ``fn`` for ``iters`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def ms_per_image(times: list[float]) -> float:
+    return 1000 * statistics.median(times)
+
+
+def row(metric: str, size, value, unit: str) -> dict:
+    return {"metric": metric, "size": size, "value": value, "unit": unit}
+
+
+# ---------------------------------------------------------------- models and inputs
+
+def init_weights_quietly(model) -> None:
+    """``model.init_weights()`` without mmengine's per-parameter report on the console."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
+def build_train_model(device: str):
+    """RTMDet-tiny from the config, SyncBN reverted to BN, step-0 weights, in train mode."""
+    from mmdet.registry import MODELS
+    from mmengine.model import revert_sync_batchnorm
+
+    from balloondet.train import build_config
+
+    cfg = build_config(CONFIG, from_scratch=True)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    init_weights_quietly(model)
+    return model.to(device).train()
+
+
+def build_inference_model(size: int, device: str):
+    """``init_detector`` on the config with every test-pipeline Resize/Pad set to ``size``."""
+    from mmdet.apis import init_detector
+
+    from balloondet.train import build_config
+
+    cfg = build_config(CONFIG, from_scratch=True)
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step["type"] == "Resize":
+            step["scale"] = (size, size)
+        elif step["type"] == "Pad":
+            step["size"] = (size, size)
+    with warnings.catch_warnings(record=True):  # swallows "checkpoint is None, use COCO classes by default"
+        model = init_detector(cfg, None, device=device)
+    init_weights_quietly(model)  # the same step-0 weights as training starts from
+    return model.eval()
+
+
+def random_boxes(rng: np.random.Generator, size: int, n: int) -> torch.Tensor:
+    xy = rng.uniform(0, size * 0.7, size=(n, 2))
+    wh = rng.uniform(size * 0.08, size * 0.3, size=(n, 2))
+    return torch.tensor(np.concatenate([xy, np.minimum(xy + wh, size - 1)], 1), dtype=torch.float32)
+
+
+def random_batch(rng: np.random.Generator, size: int, batch: int = BATCH) -> dict:
+    """The dataloader's output for ``batch`` random size x size images with 2-3 boxes each."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    inputs, samples = [], []
+    for _ in range(batch):
+        inputs.append(torch.from_numpy(rng.integers(0, 256, size=(3, size, size), dtype=np.uint8)))
+        n = int(rng.integers(2, 4))
+        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
+                                             batch_input_shape=(size, size), scale_factor=(1.0, 1.0)))
+        sample.gt_instances = InstanceData(bboxes=random_boxes(rng, size, n), labels=torch.zeros(n, dtype=torch.long))
+        samples.append(sample)
+    return {"inputs": inputs, "data_samples": samples}
+
+
+def write_test_image(path: Path, seed: int = 0) -> Path:
+    import cv2
+
+    from balloondet.synthetic import make_image
+
+    img, _ = make_image(np.random.default_rng(seed), *IMAGE_WH)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"cannot write {path}")
+    return path
+
+
+# ---------------------------------------------------------------- measurements
+
+def reset_cuda_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def cuda_peak_rows(device: str, stage: str, size) -> list[dict]:
+    if device != "cuda":
+        return []
+    return [row(f"cuda max allocated ({stage})", size, torch.cuda.max_memory_allocated() / 2**20, "MiB")]
+
+
+def measure_train_throughput(model, size: int, args, device: str) -> tuple[list[dict], list[float]]:
+    """Images/s of data_preprocessor + loss + backward + AdamW step on a random batch."""
+    batch = random_batch(np.random.default_rng(size), size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+    def step():
+        data = model.data_preprocessor(batch, True)
+        loss, _ = model.parse_losses(model.loss(data["inputs"], data["data_samples"]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    reset_cuda_peak(device)
+    times = timed(step, args.warmup, args.train_iters, device)
+    rows = [row("train throughput", size, BATCH * len(times) / sum(times), "img/s"),
+            row("train step (batch 8)", size, statistics.median(times), "s")]
+    return rows + cuda_peak_rows(device, "train", size), times
+
+
+def measure_predict_latency(model, image: Path, args, device: str) -> list[float]:
+    """Model only: ``model.predict`` (backbone, neck, head, post-processing) on a ready batch of 1."""
+    from balloondet.cam import prepare_input
+
+    inputs, sample = prepare_input(model, image)
+
+    def predict():
+        with torch.no_grad():
+            model.predict(inputs, [sample])
+
+    return timed(predict, args.warmup, args.iters, device)
+
+
+def measure_end_to_end_latency(model, image: Path, args, device: str) -> list[float]:
+    """From the JPEG file: decode, test pipeline, preprocessing, predict (``inference_detector``)."""
+    from mmdet.apis import inference_detector
+
+    return timed(lambda: inference_detector(model, str(image)), args.warmup, args.iters, device)
+
+
+def measure_gradcam_time(model, image: Path, args, device: str):
+    """``box_cam`` (gradcam) per image, with the head's score threshold at 0 so an untrained model has boxes."""
+    from balloondet.cam import box_cam
+    from balloondet.io import BalloonDataError
+
+    test_cfg = model.bbox_head.test_cfg
+    old = test_cfg.get("score_thr")
+    test_cfg["score_thr"] = 0.0
+    try:
+        return timed(lambda: box_cam(model, image, method="gradcam", score_thr=0.0), args.warmup, args.iters, device)
+    except BalloonDataError:
+        return None
+    finally:
+        test_cfg["score_thr"] = old
+
+
+def measure_featmap_time(model, image: Path, args, device: str) -> list[float]:
+    """``featmap.capture`` of the three neck outputs per image (inference with forward hooks)."""
+    from balloondet.featmap import capture, output_layers
+
+    layers = output_layers(model, "neck")
+    return timed(lambda: capture(model, image, layers), args.warmup, args.iters, device)
+
+
+def count_macs(model, size: int, device: str) -> tuple[int, int]:
+    """(multiply-adds, parameters) of backbone + neck + head (``model._forward``) on one image."""
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+
+    inputs = (torch.zeros(1, 3, size, size, device=device),)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # jit tracer warnings
+        analyzer = FlopAnalyzer(model, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        macs = analyzer.total()
+    return macs, parameter_count(model)[""]
+
+
+def measure_matmul_peak(device: str, seconds: float) -> tuple[float, int]:
+    """(FLOP/s, n) of repeated float32 n x n matmuls, timed for about ``seconds``."""
+    n = 8192 if device == "cuda" else 2048
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.matmul(a, b)  # warm-up
+    sync(device)
+    reps, start = 0, time.perf_counter()
+    while True:
+        torch.matmul(a, b)
+        reps += 1
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * n**3 * reps / elapsed, n
+
+
+def max_rss_mib() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+# ---------------------------------------------------------------- one size, all sizes
+
+def benchmark_inference(size: int, image: Path, args, device: str, peak_flops: float) -> tuple[list[dict], dict]:
+    model = build_inference_model(size, device)
+    macs, params = count_macs(model, size, device)
+    reset_cuda_peak(device)
+    raw = {"predict": measure_predict_latency(model, image, args, device),
+           "end_to_end": measure_end_to_end_latency(model, image, args, device),
+           "featmap_neck": measure_featmap_time(model, image, args, device)}
+    rows = cuda_peak_rows(device, "inference", size)
+    reset_cuda_peak(device)
+    raw["gradcam"] = measure_gradcam_time(model, image, args, device)
+    rows += cuda_peak_rows(device, "gradcam", size)
+    floor_ms = 1000 * 2 * macs / peak_flops
+    predict_ms = ms_per_image(raw["predict"])
+    gradcam = ms_per_image(raw["gradcam"]) if raw["gradcam"] else "n/a (no box)"
+    rows = [
+        row("predict latency (model only)", size, predict_ms, "ms/img"),
+        row("end-to-end latency (JPEG)", size, ms_per_image(raw["end_to_end"]), "ms/img"),
+        row("Grad-CAM (box_cam gradcam)", size, gradcam, "ms/img"),
+        row("feature maps (neck capture)", size, ms_per_image(raw["featmap_neck"]), "ms/img"),
+        row("MACs (fvcore 'flops')", size, macs / 1e9, "GMAC/img"),
+        row("FLOPs (2 x MACs)", size, 2 * macs / 1e9, "GFLOP/img"),
+        row("params", size, params / 1e6, "M"),
+        row("floor latency (FLOPs / peak)", size, floor_ms, "ms/img"),
+        row("predict / floor", size, predict_ms / floor_ms, "x"),
+    ] + rows
+    return rows, raw
+
+
+def run(args) -> tuple[list[dict], dict, dict]:
+    from mmdet.utils import register_all_modules
+
+    from balloondet.train import pick_device
+
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    register_all_modules()
+    machine = machine_info(device)
+    peak_flops, n = measure_matmul_peak(device, args.matmul_seconds)
+    rows = [row(f"matmul peak (fp32 {n}x{n})", "-", peak_flops / 1e9, "GFLOP/s")]
+    raw = {}
+    train_model = build_train_model(device)
+    for size in args.sizes:
+        train_rows, raw[f"train_{size}"] = measure_train_throughput(train_model, size, args, device)
+        rows += train_rows + [row("max RSS so far (after train)", size, max_rss_mib(), "MiB")]
+    del train_model
+    with tempfile.TemporaryDirectory() as tmp:
+        image = write_test_image(Path(tmp) / "balloons.jpg")
+        for size in args.sizes:
+            inf_rows, inf_raw = benchmark_inference(size, image, args, device, peak_flops)
+            rows += inf_rows
+            raw.update({f"{k}_{size}": v for k, v in inf_raw.items()})
+    rows.append(row("peak RSS (process)", "all", max_rss_mib(), "MiB"))
+    return rows, raw, machine
+
+
+# ---------------------------------------------------------------- output
+
+def format_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:,.1f}"
+
+
+def print_table(rows: list[dict], machine: dict) -> None:
+    print(f"\nRTMDet-tiny ({CONFIG}) on {machine['device']}: {machine['device_name']}, "
+          f"{machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads")
+    header = ("metric", "size", "value", "unit")
+    cells = [header] + [(r["metric"], str(r["size"]), format_value(r["value"]), r["unit"]) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(4)]
+    for i, c in enumerate(cells):
+        print(f"{c[0]:<{widths[0]}}  {c[1]:>{widths[1]}}  {c[2]:>{widths[2]}}  {c[3]:<{widths[3]}}")
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def append_json(out: Path, args, rows: list[dict], raw: dict, machine: dict) -> None:
+    settings = {"config": CONFIG, "quick": args.quick, "sizes": args.sizes, "batch": BATCH,
+                "warmup": args.warmup, "iters": args.iters, "train_iters": args.train_iters,
+                "matmul_seconds": args.matmul_seconds, "image_wh": IMAGE_WH, "threads": args.threads}
+    record = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine,
+              "settings": settings, "results": rows, "raw_seconds": raw}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"\nappended one JSON line to {out}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rows, raw, machine = run(args)
+    print_table(rows, machine)
+    append_json(args.out, args, rows, raw, machine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

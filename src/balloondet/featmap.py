@@ -1,0 +1,130 @@
+"""The `featmap` step: what the backbone and the neck see, captured with forward hooks.
+
+RTMDet's CSPNeXt backbone hands stages 2-4 (strides 8, 16, 32) to the CSPNeXtPAFPN neck,
+whose ``out_convs[0..2]`` produce the three scales the head predicts from. Each map is
+reduced over channels (mean, the strongest channel, or the top-k channels), cropped to the
+image's un-padded area and laid over the image with mmengine's ``Visualizer.draw_featmap``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .io import BalloonDataError
+from .model import load_model
+
+DISPLAY_SIZE = 640
+REDUCTIONS = {"mean": "squeeze_mean", "max": "select_max", "topk": None}
+
+
+@dataclass
+class FeatureMap:
+    layer: str  # module name inside the detector, e.g. "neck.out_convs.2"
+    stride: int  # input pixels per feature-map cell
+    tensor: "torch.Tensor"  # (C, H, W) for the padded network input  # noqa: F821
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.tensor.shape)
+
+
+def output_layers(model, module: str) -> list[str]:
+    """Names of the submodules whose outputs are ``module``'s three outputs."""
+    if module == "backbone":
+        return [f"backbone.stage{i}" for i in model.backbone.out_indices]
+    if module == "neck":
+        return [f"neck.out_convs.{i}" for i in range(len(model.neck.out_convs))]
+    raise BalloonDataError(f"unknown module {module!r}: choose backbone or neck")
+
+
+def get_layer(model, name: str):
+    try:
+        return model.get_submodule(name.replace("[", ".").replace("]", ""))
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n.startswith(("backbone.stage", "neck.")) and n.count(".") <= 2]
+        raise BalloonDataError(f"unknown layer name {name!r}; for example: {', '.join(names[:12])} ...") from None
+
+
+def capture(model, image, layers: list[str]):
+    """Run ``model`` on ``image`` (path) with hooks on ``layers``.
+
+    Returns ``(feature maps, data sample)``; the sample carries the prediction and the
+    input geometry (``img_shape``, ``batch_input_shape``, ``scale_factor``).
+    """
+    from mmdet.apis import inference_detector
+
+    grabbed, handles = {}, []
+    for name in layers:
+        layer = get_layer(model, name)
+        handles.append(layer.register_forward_hook(
+            lambda _m, _i, output, name=name: grabbed.__setitem__(name, output.detach()[0].cpu())))
+    try:
+        sample = inference_detector(model, str(image))
+    finally:
+        for h in handles:
+            h.remove()
+    input_h = sample.metainfo["batch_input_shape"][0]
+    maps = [FeatureMap(name, round(input_h / grabbed[name].shape[1]), grabbed[name]) for name in layers]
+    return maps, sample
+
+
+def draw(fmap: FeatureMap, image, img_shape, reduction: str = "mean", topk: int = 4):
+    """RGB overlay of one feature map on the original image."""
+    import math
+
+    from mmengine.visualization import Visualizer
+
+    if reduction not in REDUCTIONS:
+        raise BalloonDataError(f"unknown reduction {reduction!r}: choose {', '.join(REDUCTIONS)}")
+    h = math.ceil(img_shape[0] / fmap.stride)
+    w = math.ceil(img_shape[1] / fmap.stride)
+    valid = fmap.tensor[:, :h, :w]  # drop the cells that only saw padding
+    if reduction == "topk":
+        cols = min(topk, 2)
+        return Visualizer.draw_featmap(valid, image, channel_reduction=None, topk=topk,
+                                       arrangement=(math.ceil(topk / cols), cols))
+    return Visualizer.draw_featmap(valid, image, channel_reduction=REDUCTIONS[reduction])
+
+
+def plot_module(maps: list[FeatureMap], image, img_shape, module: str, reduction="mean", topk=4, out=None):
+    """One figure per module: a panel per output, titled by layer, stride and shape."""
+    import matplotlib
+
+    if out is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 4.6), squeeze=False, layout="constrained")
+    for ax, fmap in zip(axes[0], maps):
+        ax.imshow(draw(fmap, image, img_shape, reduction, topk))
+        c, h, w = fmap.shape
+        ax.set_title(f"{fmap.layer}\nstride {fmap.stride}, {c}×{h}×{w}", fontsize=10)
+        ax.axis("off")
+    how = {"mean": "channel mean", "max": "strongest channel", "topk": f"top {topk} channels"}[reduction]
+    fig.suptitle(f"{module} outputs ({how}; warm = strong activation)", fontsize=12)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=80)
+    return fig
+
+
+def featmap(config, checkpoint, image, modules=("backbone", "neck"), reduction="mean", topk=4,
+            out="figures", device="auto", model=None) -> dict:
+    """Feature-map figures ``OUT/<module>_visualization.png``; returns {module: (maps, figure)}."""
+    import mmcv
+
+    from .predict import read_image
+
+    img = read_image(image)
+    if max(img.shape[:2]) > DISPLAY_SIZE:  # drawing over a 2048 px photo is slow and shows nothing more
+        img = mmcv.imrescale(img, (DISPLAY_SIZE, DISPLAY_SIZE))
+    model = model or load_model(config, checkpoint, device)
+    results = {}
+    for module in modules:
+        maps, sample = capture(model, image, output_layers(model, module))
+        path = Path(out) / f"{module}_visualization.png" if out is not None else None
+        fig = plot_module(maps, img, sample.metainfo["img_shape"], module, reduction, topk, path)
+        results[module] = (maps, fig)
+        if path is not None:
+            print(f"wrote {path}")
+    return results

@@ -1,0 +1,30 @@
+"""The main job: execute run.ipynb then analyse.ipynb top to bottom (papermill), in place."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ("run.ipynb", "analyse.ipynb")
+
+
+def run_notebook(path, parameters: dict | None = None, out=None, cwd=None, log_output: bool = True):
+    """Execute one notebook with papermill; ``out`` defaults to the notebook itself."""
+    import papermill
+
+    path = Path(path)
+    out = Path(out) if out else path
+    print(f"=== executing {path} -> {out}")
+    return papermill.execute_notebook(str(path), str(out), parameters=parameters or {}, cwd=str(cwd or path.parent),
+                                      log_output=log_output, progress_bar=not log_output, kernel_name="python3")
+
+
+def run_notebooks(parameters: dict | None = None, names=NOTEBOOKS, folder=REPO_ROOT, out_dir=None,
+                  log_output: bool = True) -> list[Path]:
+    """Execute the notebooks in order with shared ``parameters``; returns the written paths."""
+    written = []
+    for name in names:
+        src = Path(folder) / name
+        out = Path(out_dir) / name if out_dir else src
+        run_notebook(src, parameters, out, cwd=folder, log_output=log_output)
+        written.append(out)
+    return written

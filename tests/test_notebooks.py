@@ -1,0 +1,49 @@
+"""Both notebooks execute top to bottom (papermill) on synthetic data."""
+import json
+
+import pytest
+from conftest import REPO
+
+from balloondet.notebooks import run_notebook
+
+pytestmark = pytest.mark.slow
+
+
+def outputs(nb_path):
+    nb = json.loads(nb_path.read_text())
+    texts, images = [], 0
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error", out
+            texts.append(out.get("text", "") if isinstance(out.get("text", ""), str) else "".join(out["text"]))
+            data = out.get("data", {})
+            texts.append("".join(data.get("text/markdown", "")))
+            images += "image/png" in data or "image/jpeg" in data
+    return "\n".join(texts), images
+
+
+def test_run_notebook_on_synthetic_data(tmp_path):
+    params = {"synthetic": True, "data_root": str(tmp_path / "data"), "config": "rtmdet_tiny_smoke_synthetic",
+              "epochs": 2, "device": "cpu", "work_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "figs")}
+    (tmp_path / "figs").mkdir()
+    out = tmp_path / "run.ipynb"
+    run_notebook(REPO / "run.ipynb", params, out, cwd=REPO, log_output=False)
+    text, images = outputs(out)
+    assert "| bbox_mAP |" in text and "| bbox_mAP_50 |" in text  # the metrics table
+    assert "train: 48 images" in text
+    assert images >= 2  # dataset figure and training curves
+    assert (tmp_path / "figs" / "dataset.png").is_file() and (tmp_path / "figs" / "training_curves.png").is_file()
+    assert (tmp_path / "run" / "test_metrics.json").is_file()
+
+
+def test_analyse_notebook_with_trained_checkpoint(trained_smoke, synthetic_root, tmp_path):
+    params = {"config": "rtmdet_tiny_smoke_synthetic", "work_dir": str(trained_smoke["work_dir"]),
+              "checkpoint": str(trained_smoke["checkpoint"]), "data_root": str(synthetic_root), "device": "cpu",
+              "figures_dir": str(tmp_path)}
+    out = tmp_path / "analyse.ipynb"
+    run_notebook(REPO / "analyse.ipynb", params, out, cwd=REPO, log_output=False)
+    text, images = outputs(out)
+    assert images >= 4  # prediction, backbone, neck, Grad-CAM
+    for name in ("balloon.jpg", "backbone_visualization.png", "neck_visualization.png", "grad_visualization.png"):
+        assert (tmp_path / name).stat().st_size > 5_000, name
+    assert "box(es) explained" in text
