@@ -43,7 +43,10 @@ def test_predict_json_matches_what_test_scores(trained_smoke, synthetic_root, mo
     theirs = sorted(((d["score"], d["bbox"][0], d["bbox"][1], d["bbox"][0] + d["bbox"][2], d["bbox"][1] + d["bbox"][3])
                      for d in scored if d["image_id"] == img["id"]), reverse=True)
     assert len(ours) == len(theirs) > 0
-    np.testing.assert_allclose(np.array(ours), np.array(theirs), atol=0.02)
+    for score, *box in ours:  # pair each detection with its twin (near-equal scores may swap order)
+        twin = min(theirs, key=lambda t: abs(t[0] - score) + sum(abs(a - b) for a, b in zip(t[1:], box)))
+        assert abs(twin[0] - score) < 1e-4 and max(abs(a - b) for a, b in zip(twin[1:], box)) < 0.02, (score, box, twin)
+        theirs.remove(twin)
     assert (entries[0]["width"], entries[0]["height"]) == (img["width"], img["height"])  # original pixels
     assert (tmp_path / "pred" / img["file_name"]).stat().st_size > 5_000
     assert json.loads((tmp_path / "pred" / "predictions.json").read_text()) == entries
@@ -79,21 +82,34 @@ def test_featmap_other_reductions(model, val_images, tmp_path, reduction):
     assert len([ax for ax in results["neck"][1].axes if ax.images]) == 3
 
 
-def test_gradcam_mass_lies_inside_the_predicted_boxes(model, val_images):
-    """Grad-CAM on the stride-32 neck output concentrates on the boxes it explains.
-
-    Why this is meaningful: a map that ignored the boxes (uniform, random, or centred on
-    the background texture) gives a ratio near 1 or below; the backgrounds here carry
-    balloon-like distractors (green blobs, dark buildings), so attention on the boxes
-    means the model's evidence for its boxes lies on the balloons.
-    """
+def cam_ratios(model, images, layer, method="gradcam"):
     ratios = []
-    for image in val_images[:8]:
-        result = box_cam(model, image, method="gradcam", score_thr=0.3)
+    for image in images:
+        result = box_cam(model, image, method=method, target_layer=layer, score_thr=0.3)
         assert result["cam"].shape == result["image"].shape[:2]
         assert 0 <= result["cam"].min() and result["cam"].max() <= 1
         ratios.append(inside_outside_ratio(result["cam"], result["boxes"]))
-    assert np.median(ratios) > 1.5, ratios
+    return np.array(ratios)
+
+
+def test_gradcam_mass_lies_inside_the_predicted_boxes(model, val_images):
+    """Grad-CAM of the boxes' scores concentrates on those boxes.
+
+    Why this is meaningful: a map that ignored the boxes (uniform, random, or drawn to the
+    background texture) gives a mean-inside / mean-outside ratio near 1 or below, and the
+    backgrounds carry balloon-like distractors (green blobs, dark buildings). Measured on
+    the smoke model: median ~29 at stride 8 and ~15 at stride 16; we ask for 3.
+    At stride 32 (the default layer, 6x6 cells for a 192 px input) the same model gives a
+    median near 1: its balloons are found on the finer levels, so the coarsest scale holds
+    little box-specific evidence. That contrast is asserted too.
+    """
+    images = val_images[:10]
+    fine = {layer: cam_ratios(model, images, layer) for layer in ("neck.out_convs.0", "neck.out_convs.1")}
+    for layer, ratios in fine.items():
+        assert np.median(ratios) > 3, (layer, ratios)
+        assert np.mean(ratios > 1) >= 0.8, (layer, ratios)
+    coarse = cam_ratios(model, images, "neck.out_convs.2")
+    assert np.median(coarse) < np.median(fine["neck.out_convs.0"]), coarse
 
 
 @pytest.mark.parametrize("method", ["gradcam++", "eigencam", "ablationcam"])

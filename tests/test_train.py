@@ -162,10 +162,10 @@ def test_resume_after_kill_loses_no_finished_epoch(synthetic_root, tmp_path):
     assert "resumed epoch: 2" in out.lower() or "resumed epoch 2" in out.lower(), out[-3000:]
     assert "Epoch(train) [2]" not in out and "Epoch(train)  [2]" not in out  # no finished epoch is redone
     train, _ = read_scalars(work)
-    iters_per_epoch = train[0]["iter"] / train[0]["epoch"] if train[0]["epoch"] else None
-    assert train[-1]["epoch"] == 3  # ends where the uninterrupted run would
+    iters_per_epoch = sum(r["epoch"] == 1 for r in train)  # the smoke config logs every iteration
+    assert iters_per_epoch == 6  # 48 images, batch 8
     assert sorted({r["epoch"] for r in train}) == [1, 2, 3]
-    assert iters_per_epoch is None or train[-1]["iter"] == 3 * iters_per_epoch
+    assert train[-1]["epoch"] == 3 and train[-1]["iter"] == 3 * iters_per_epoch  # ends where an uninterrupted run would
     assert (work / "epoch_3.pth").is_file()
 
 
@@ -179,7 +179,8 @@ def test_torchrun_two_cpu_processes(synthetic_root, tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert "world_size: 2" in out or "world size: 2" in out.lower() or "distributed: True" in out, out[-3000:]
+    assert "Distributed training: True" in out, out[-3000:]
     assert (work / "epoch_1.pth").is_file()
     train, val = read_scalars(work)
-    assert train and val
+    assert val
+    assert max(r["iter"] for r in train) == 3  # 48 images, batch 8, split over 2 processes

@@ -1,12 +1,13 @@
 """The `cam` step: Grad-CAM "box AM" for a detector, built from grad-cam's small pieces.
 
 - ``DetectorWrapper``: a ``torch.nn.Module`` that maps a preprocessed batch to the
-  detector's own predictions (``InstanceData`` per image, boxes in input pixels), which
-  is what grad-cam's CAM classes call.
-- ``BoxScoreTarget``: the CAM target. For every box to explain it takes the prediction of
-  the same class that overlaps it most (IoU above a threshold) and adds that prediction's
-  score and IoU, so the map explains the predicted boxes; gradient-free methods
-  (AblationCAM) use the same matching to measure the score drop.
+  detector's own outputs (final predictions, or every prior's class scores), which is
+  what grad-cam's CAM classes call.
+- ``PriorScoreTarget`` (Grad-CAM, Grad-CAM++): the class score of the priors inside the
+  predicted boxes, on every pyramid level, so the map explains those boxes at the target
+  layer's own scale.
+- ``BoxScoreTarget`` (AblationCAM): for every box, IoU + score of the final prediction
+  that matches it best; the drop of that value measures a channel's importance.
 - ``fpn_reshape_transform``: for target layers with several outputs (e.g. the whole neck),
   resizes every scale to the largest and stacks the channels.
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from .featmap import get_layer
-from .io import BalloonDataError
+from .io import BalloonDataError, save_figure
 from .model import load_model
 
 DEFAULT_LAYER = "neck.out_convs.2"
@@ -35,11 +36,11 @@ def cam_methods() -> dict:
 
 
 class DetectorWrapper(torch.nn.Module):
-    """Preprocessed images in, the detector's own outputs out, in one of two modes.
+    """Preprocessed images in, the detector's own outputs out, one entry per image.
 
-    ``predict``: a list of predictions (``InstanceData``: bboxes in input pixels, scores,
-    labels), one per image. ``loss``: a list with the head's loss dict for the boxes in
-    ``data_sample.gt_instances`` (set them to the predictions to explain those boxes).
+    ``predict``: the final predictions (``InstanceData``: bboxes in input pixels, scores,
+    labels), after NMS, with gradients. ``dense``: per pyramid level, the priors and the
+    class scores of every prior, before any filtering.
     """
 
     def __init__(self, detector, data_sample, mode: str = "predict"):
@@ -53,8 +54,6 @@ class DetectorWrapper(torch.nn.Module):
 
         head = self.detector.bbox_head
         feats = self.detector.extract_feat(inputs)
-        if self.mode == "loss":
-            return [head.loss(feats, [self.data_sample] * len(inputs))]
         cls_scores, bbox_preds = head(feats)
         priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=cls_scores[0].dtype,
                                                   device=cls_scores[0].device)
@@ -72,21 +71,15 @@ class DetectorWrapper(torch.nn.Module):
         ]
 
 
-class BoxLossTarget:
-    """Minus the detector's loss with the predicted boxes as ground truth.
+class PriorScoreTarget:
+    """Sum over pyramid levels of the mean class score of the priors inside the boxes to explain.
 
-    Its gradient says which activations make the detector more sure of exactly those boxes.
-    Unlike a score, the loss reaches every pyramid level: the assigner gives each box
-    priors on several scales, so the stride-32 neck output gets gradient even when the
-    top-scoring prediction came from a finer level.
+    The gradient-based target. A detector scores a box on every level; the final box comes
+    from one of them after NMS, so its score alone gives no gradient to the other levels.
+    Scoring every prior whose centre lies inside the box lets a target layer on any level
+    (the default: the stride-32 neck output) show which of its features make that level see
+    a balloon there.
     """
-
-    def __call__(self, losses: dict) -> torch.Tensor:
-        return -sum(v.sum() if isinstance(v, torch.Tensor) else sum(v) for k, v in losses.items() if "loss" in k)
-
-
-class DenseBoxScoreTarget:
-    """Mean class score of the priors (all levels) whose centre lies inside a box to explain."""
 
     def __init__(self, bboxes: torch.Tensor, labels: torch.Tensor):
         self.bboxes, self.labels = bboxes, labels
@@ -181,13 +174,9 @@ def box_cam(model, image, method="gradcam", target_layer=DEFAULT_LAYER, topk=5, 
     if len(pred) == 0:
         raise BalloonDataError(f"{image}: no predicted box with score >= {score_thr} to explain "
                                f"(best score {best:.3f}); lower --score-thr")
-    if method in GRADIENT_METHODS:  # explain the boxes through the loss they would have as ground truth
-        from mmengine.structures import InstanceData
-
-        sample = sample.clone()
-        sample.gt_instances = InstanceData(bboxes=pred.bboxes.detach(), labels=pred.labels)
-        wrapper, targets = DetectorWrapper(model, sample, mode="loss"), [BoxLossTarget()]
-    else:  # gradient-free: how the matched predictions' scores change
+    if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
+        wrapper, targets = DetectorWrapper(model, sample, mode="dense"), [PriorScoreTarget(pred.bboxes.detach(), pred.labels)]
+    else:  # gradient-free: how the matched final predictions' scores change (EigenCAM ignores it)
         targets = [BoxScoreTarget(pred.bboxes.detach(), pred.labels)]
     kwargs = {"batch_size": 16} if method == "ablationcam" else {}
     with methods[method](wrapper, layers, reshape_transform=fpn_reshape_transform, **kwargs) as cam_fn:
@@ -206,10 +195,6 @@ def box_cam(model, image, method="gradcam", target_layer=DEFAULT_LAYER, topk=5, 
 
 def plot_cam(result: dict, classes=("balloon",), out=None):
     """Two panels: the detections, and the CAM overlay with the same boxes."""
-    import matplotlib
-
-    if out is not None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     from pytorch_grad_cam.utils.image import show_cam_on_image
@@ -225,13 +210,9 @@ def plot_cam(result: dict, classes=("balloon",), out=None):
                     bbox=dict(facecolor="lime", alpha=0.8, pad=1, lw=0))
         ax.axis("off")
     axes[0].set_title(f"{len(result['boxes'])} predicted box(es) to explain")
-    target = "loss of" if result["method"] in GRADIENT_METHODS else "scores of"
-    axes[1].set_title(f"{result['method']} on {result['layer']} (target: {target} those boxes)")
+    axes[1].set_title(f"{result['method']} on {result['layer']} (target: scores inside those boxes)")
     fig.tight_layout()
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=80)
-    return fig
+    return save_figure(fig, out, dpi=80)
 
 
 def cam(config, checkpoint, image, method="gradcam", target_layer=DEFAULT_LAYER, topk=5, score_thr=0.3,

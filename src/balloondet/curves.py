@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .io import BalloonDataError
+from .io import BalloonDataError, save_figure
 
 
 def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -31,10 +31,6 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
 
 def plot_curves(work_dir: str | Path, out: str | Path | None = "figures/training_curves.png"):
     """Loss terms, learning rate and val bbox mAP against epoch; returns the figure."""
-    import matplotlib
-
-    if out is not None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     train, val = read_scalars(work_dir)
@@ -64,7 +60,4 @@ def plot_curves(work_dir: str | Path, out: str | Path | None = "figures/training
         ax.grid(alpha=0.3)
     fig.suptitle(f"training curves: {Path(work_dir).name}")
     fig.tight_layout()
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=90)
-    return fig
+    return save_figure(fig, out, dpi=90)

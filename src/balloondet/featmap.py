@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import BalloonDataError
+from .io import BalloonDataError, save_figure
 from .model import load_model
 
 DISPLAY_SIZE = 640
@@ -88,10 +88,6 @@ def draw(fmap: FeatureMap, image, img_shape, reduction: str = "mean", topk: int 
 
 def plot_module(maps: list[FeatureMap], image, img_shape, module: str, reduction="mean", topk=4, out=None):
     """One figure per module: a panel per output, titled by layer, stride and shape."""
-    import matplotlib
-
-    if out is not None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 4.6), squeeze=False, layout="constrained")
@@ -102,10 +98,7 @@ def plot_module(maps: list[FeatureMap], image, img_shape, module: str, reduction
         ax.axis("off")
     how = {"mean": "channel mean", "max": "strongest channel", "topk": f"top {topk} channels"}[reduction]
     fig.suptitle(f"{module} outputs ({how}; warm = strong activation)", fontsize=12)
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=80)
-    return fig
+    return save_figure(fig, out, dpi=80)
 
 
 def featmap(config, checkpoint, image, modules=("backbone", "neck"), reduction="mean", topk=4,

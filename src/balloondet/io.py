@@ -57,3 +57,21 @@ def write_json_atomic(obj, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def save_figure(fig, out: str | Path | None, dpi: int = 80):
+    """Save a matplotlib figure (atomically) unless ``out`` is None.
+
+    Outside Jupyter's inline backend the figure is also released from pyplot, so scripts and
+    tests do not pile up open figures; in a notebook pyplot shows it at the end of the cell.
+    """
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if out is not None:
+        out = Path(out)
+        with atomic_path(out, suffix=out.suffix) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    if "inline" not in matplotlib.get_backend():
+        plt.close(fig)
+    return fig

@@ -9,8 +9,12 @@ NOTEBOOKS = ("run.ipynb", "analyse.ipynb")
 
 def run_notebook(path, parameters: dict | None = None, out=None, cwd=None, log_output: bool = True):
     """Execute one notebook with papermill; ``out`` defaults to the notebook itself."""
+    import logging
+
     import papermill
 
+    if log_output and not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill streams cell output via logging
     path = Path(path)
     out = Path(out) if out else path
     print(f"=== executing {path} -> {out}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .io import save_figure
+
 
 def plot_dataset(root: str | Path = "data/balloon", split: str = "train", n: int = 8,
                  out: str | Path | None = "figures/dataset.png", cols: int = 4):
@@ -12,10 +14,6 @@ def plot_dataset(root: str | Path = "data/balloon", split: str = "train", n: int
     Polygons are filled, boxes outlined; the title counts images and boxes. Returns the
     matplotlib figure and saves it to ``out`` unless ``out`` is None.
     """
-    import matplotlib
-
-    if out is not None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon, Rectangle
     from PIL import Image, ImageOps
@@ -46,8 +44,4 @@ def plot_dataset(root: str | Path = "data/balloon", split: str = "train", n: int
     fig.suptitle(f"balloon {split}: {len(images)} images, {len(coco['annotations'])} labelled balloons "
                  f"(filled: polygon, yellow: box)", fontsize=12)
     fig.tight_layout()
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=80)
-    return fig
+    return save_figure(fig, out, dpi=80)

@@ -26,6 +26,8 @@ def read_image(path) -> "np.ndarray":  # noqa: F821
     """RGB uint8, EXIF rotation applied like mmcv's loader; a clear error when unreadable."""
     import mmcv
 
+    if not Path(path).is_file():
+        raise BalloonDataError(f"image not found: {path}")
     try:
         img = mmcv.imread(str(path), channel_order="rgb")
     except Exception as err:  # noqa: BLE001  (mmcv raises several types)

@@ -63,6 +63,8 @@ def set_epochs(cfg, epochs: int) -> None:
             for key in ("begin", "end", "T_max"):
                 if sched.get(key):  # a begin of 0 stays 0
                     sched[key] = move(sched[key])
+            if "end" in sched and sched["end"] <= sched.get("begin", 0):  # very short runs
+                sched["begin"] = sched["end"] - 1
     for hook in cfg.get("custom_hooks") or []:
         if "switch_epoch" in hook:
             hook["switch_epoch"] = move(hook["switch_epoch"])
@@ -136,7 +138,23 @@ def build_config(config, work_dir=None, epochs=None, from_scratch=False, resume=
     if launcher != "none" and pick_device(device) == "cpu":
         cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"  # NCCL needs GPUs
         replace_norm(cfg.model, "SyncBN", "BN")  # SyncBN only runs on CUDA tensors
+        if "use_syncbn" in cfg.model or cfg.model.type == "RTMDet":
+            cfg.model.use_syncbn = False  # RTMDet converts every BN to SyncBN when world size > 1
+        # mmengine passes device_ids=[LOCAL_RANK] to DDP, which only GPU modules accept
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
     return cfg
+
+
+def init_cpu_process_group(cfg) -> None:
+    """Join torchrun's process group over gloo ourselves.
+
+    mmengine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` unconditionally; the
+    Runner skips its own initialisation when a process group already exists.
+    """
+    import torch.distributed as dist
+
+    if cfg.launcher == "pytorch" and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
 
 
 def replace_norm(node, old: str, new: str) -> None:
@@ -164,6 +182,8 @@ def train(config, work_dir=None, device="auto", epochs=None, from_scratch=False,
 
     register_all_modules()
     allow_mmengine_checkpoints()  # --resume and load_from read checkpoints
+    if launcher != "none" and device == "cpu":
+        init_cpu_process_group(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return Path(cfg.work_dir)
