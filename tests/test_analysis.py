@@ -122,11 +122,21 @@ def test_other_cam_methods_run(model, val_images, method):
     assert result["cam"][outside].max() == 0  # --norm-in-bbox keeps the map inside the boxes
 
 
-def test_cli_cam_writes_figure(trained_smoke, val_images, tmp_path):
+def test_cli_cam_writes_figure(trained_smoke, val_images, tmp_path, capsys):
     out = tmp_path / "grad.png"
     assert main(["cam", SMOKE, str(trained_smoke["checkpoint"]), str(val_images[0]), "--out", str(out),
                  "--device", "cpu"]) == 0
     assert out.stat().st_size > 20_000
+    assert "focus" in capsys.readouterr().out
+
+
+def test_cli_cam_on_a_folder_reports_focus(trained_smoke, synthetic_root, tmp_path, capsys):
+    assert main(["cam", SMOKE, str(trained_smoke["checkpoint"]), str(synthetic_root / "val"), "--out",
+                 str(tmp_path), "--device", "cpu", "--target-layer", "neck.out_convs.0"]) == 0
+    out = capsys.readouterr().out
+    assert "gradcam on neck.out_convs.0: median focus" in out
+    figures = list(tmp_path.glob("*.png"))
+    assert len(figures) == out.count("box(es), focus") >= 10
 
 
 def test_clear_errors(trained_smoke, model, val_images, tmp_path, capsys):

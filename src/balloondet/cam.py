@@ -216,14 +216,39 @@ def plot_cam(result: dict, classes=("balloon",), out=None):
 
 
 def cam(config, checkpoint, image, method="gradcam", target_layer=DEFAULT_LAYER, topk=5, score_thr=0.3,
-        norm_in_bbox=False, out="figures/grad_visualization.png", device="auto", model=None) -> dict:
-    """Box AM for ``image``: computes the CAM, saves the figure to ``out``, returns the result."""
+        norm_in_bbox=False, out="figures/grad_visualization.png", device="auto", model=None):
+    """Box AM for ``image``: computes the CAM, saves the figure to ``out``, returns the result.
+
+    ``image`` may be a folder: then ``out`` is a folder that gets one figure per image, and
+    the focus of each map (mean CAM inside the boxes / outside) is printed with the median;
+    returns the list of results. Images without a box above ``score_thr`` are skipped.
+    """
+    from .predict import list_images
+
     model = model or load_model(config, checkpoint, device)
-    result = box_cam(model, image, method, target_layer, topk, score_thr, norm_in_bbox)
-    result["figure"] = plot_cam(result, model.dataset_meta["classes"], out)
-    if out is not None:
-        print(f"wrote {out} ({len(result['boxes'])} box(es) explained)")
-    return result
+    classes = model.dataset_meta["classes"]
+    if not Path(image).is_dir():
+        result = box_cam(model, image, method, target_layer, topk, score_thr, norm_in_bbox)
+        result["figure"] = plot_cam(result, classes, out)
+        if out is not None:
+            print(f"wrote {out} ({len(result['boxes'])} box(es) explained, "
+                  f"focus {inside_outside_ratio(result['cam'], result['boxes']):.2f})")
+        return result
+    results, focus = [], []
+    for path in list_images(image):
+        try:
+            result = box_cam(model, path, method, target_layer, topk, score_thr, norm_in_bbox)
+        except BalloonDataError as err:
+            print(f"{path.name}: skipped ({err})")
+            continue
+        plot_cam(result, classes, Path(out) / f"{path.stem}.png" if out is not None else None)
+        focus.append(inside_outside_ratio(result["cam"], result["boxes"]))
+        print(f"{path.name}: {len(result['boxes'])} box(es), focus {focus[-1]:.2f}")
+        results.append(result)
+    if focus:
+        print(f"{method} on {target_layer}: median focus {np.median(focus):.2f} over {len(focus)} images "
+              f"({np.mean(np.array(focus) > 1):.0%} above 1; 1 = no preference for the boxes)")
+    return results
 
 
 def inside_outside_ratio(cam: np.ndarray, boxes: np.ndarray) -> float:

@@ -187,14 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cam", help="Grad-CAM (box AM) of the predicted boxes")
     s.add_argument("config")
     s.add_argument("checkpoint")
-    s.add_argument("image")
+    s.add_argument("image", metavar="IMAGE_OR_FOLDER",
+                   help="a folder gives one figure per image in OUT and prints how focused each map is")
     s.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++", "eigencam", "ablationcam"])
     s.add_argument("--target-layer", default="neck.out_convs.2",
                    help="module name (default: the neck's stride-32 output, %(default)s)")
     s.add_argument("--topk", type=int, default=5, help="explain the K highest-scoring boxes")
     s.add_argument("--score-thr", type=float, default=0.3)
     s.add_argument("--norm-in-bbox", action="store_true", help="renormalise the map inside each box")
-    s.add_argument("--out", default="figures/grad_visualization.png")
+    s.add_argument("--out", default="figures/grad_visualization.png", help="figure file (a folder for a folder)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.set_defaults(func=_cam)
 
