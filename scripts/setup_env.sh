@@ -92,11 +92,16 @@ else
         say "step 2/4: mmcv $mmcv_version from the cached wheel in $cache"
     fi
     "${pip[@]}" install --no-deps --force-reinstall "$cache"/mmcv-*.whl
+    "${pip[@]}" install "$cache"/mmcv-*.whl  # its pure-Python dependencies (addict, yapf, ...)
 fi
 
 # 3. the rest, then this package (editable).
 say "step 3/4: requirements and the balloondet package"
-"${pip[@]}" install -r "$req"
+# Without the mmcv line: pip must never fall back to building mmcv's sdist under build isolation.
+rest="$(dirname "$req")/.requirements-without-mmcv.txt"
+grep -v '^mmcv==' "$req" > "$rest"
+"${pip[@]}" install -r "$rest"
+rm -f "$rest"
 "${pip[@]}" install --no-deps --no-build-isolation -e "$root"
 
 # 4. refuse to finish with an mmcv that has no compiled ops.
