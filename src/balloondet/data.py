@@ -104,6 +104,13 @@ def find_layout(folder: str | Path) -> Path:
 
 
 # --- the step -------------------------------------------------------------------------
+def _move_into_place(staged: Path, root: Path) -> None:
+    """Replace ``root`` by the finished ``staged`` folder (same file system: a rename)."""
+    if root.exists():
+        shutil.rmtree(root)
+    staged.rename(root)
+
+
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file://"))
 
@@ -133,9 +140,7 @@ def download_data(
         staged.mkdir()
         for split in SPLITS:
             shutil.move(str(layout / split), str(staged / split))
-        if root.exists():
-            shutil.rmtree(root)
-        staged.rename(root)
+        _move_into_place(staged, root)
     return root
 
 
@@ -171,9 +176,7 @@ def prepare_data(
     with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
         staged = download_data(source, Path(tmp) / "dataset", synthetic, seed, urls, cache_dir=root.parent)
         convert_data(staged)
-        if root.exists():
-            shutil.rmtree(root)
-        staged.rename(root)
+        _move_into_place(staged, root)
     print(f"dataset ready in {root}")
     return root
 
