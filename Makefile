@@ -1,28 +1,42 @@
 # One command each: `make test` (set up + tests), `make run` (set up + the main job).
-# STACK=default (torch 2.1.2, Python <= 3.11) or STACK=modern (torch 2.14.1, numpy 2).
+# STACK=default (torch 2.1.2, Python 3.9-3.11), STACK=modern (torch 2.14.1, numpy 2, Python 3.11-3.13)
+# or STACK=system (the interpreter's own torch >= 2.1, e.g. a CUDA machine's; mmcv compiled against it).
 # Without STACK, the modern stack is chosen when the interpreter is too new for torch 2.1.2.
+# WHEELHOUSE=DIR installs from a folder of wheels alone (make wheelhouse), for machines without an index.
 PYTHON ?= python3
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info[1])')
-STACK ?= $(if $(filter 8 9 10 11,$(PY_MINOR)),default,modern)
+STACK ?= $(if $(filter 9 10 11,$(PY_MINOR)),default,modern)
 ifeq ($(STACK),modern)
   VENV ?= .venv-modern
   REQUIREMENTS ?= requirements-modern.txt
-  export MMCV_CXX_STD ?= c++20
-else
+else ifeq ($(STACK),system)
+  VENV ?= .venv-system
+  REQUIREMENTS ?= requirements-system.txt
+  export SYSTEM_TORCH = 1
+else ifeq ($(STACK),default)
   VENV ?= .venv
   REQUIREMENTS ?= requirements.txt
+else
+  $(error STACK=$(STACK): use default, modern or system)
 endif
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# make wheelhouse: for which Python, into which folder, with the notebook/test tools (DEV=1) or not
+PY ?= 3.$(PY_MINOR)
+WHEELHOUSE_DIR ?= wheelhouse
+DEV ?= 1
 
-.PHONY: setup test test-fast run notebook figures bench clean
+.PHONY: setup lint test test-fast run notebook bench wheelhouse gpu-assets gpu-check clean
 setup:
 	@PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV) $(REQUIREMENTS)
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup  ## everything but the minutes-long training and notebook tests
+test-fast: lint  ## everything but the minutes-long training and notebook tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 run: setup  ## the main job: both notebooks, top to bottom, on the real data
@@ -33,6 +47,22 @@ notebook: setup
 
 bench: setup
 	$(BIN)/python bench/benchmark.py
+
+wheelhouse:  ## every wheel STACK needs for CPython PY besides the interpreter's, into WHEELHOUSE_DIR
+	bash scripts/wheelhouse.sh $(REQUIREMENTS) $(WHEELHOUSE_DIR) $(PY) $(DEV)
+
+# The GPU check's files, for a CUDA machine without internet (Python 3.12, torch from the machine):
+# .gpu/wheelhouse (runtime only), a CUDA mmcv wheel if MMCV_WHEEL names one, the real archive.
+MMCV_WHEEL ?=
+ARCHIVE ?= ../shared/data/balloon_dataset.zip
+gpu-assets:
+	$(MAKE) wheelhouse STACK=system PY=3.12 DEV=0 WHEELHOUSE_DIR=.gpu/wheelhouse
+	$(if $(MMCV_WHEEL),cp $(MMCV_WHEEL) .gpu/wheelhouse/)
+	cp $(ARCHIVE) .gpu/balloon_dataset.zip
+	du -sh .gpu
+
+gpu-check:  ## on the GPU machine: set-up + train/test/predict/featmap/cam on cuda (scripts/gpu_check.sh)
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -1,0 +1,26 @@
+# From scratch on one GPU, for GPU machines without internet (no COCO checkpoint): 640 px, a few GPU minutes.
+_base_ = './rtmdet_tiny_1xb12-40e_balloon.py'
+
+max_epochs = 150  # ~6 iterations an epoch: a long schedule is what makes from-scratch training work here
+stage2_num_epochs = 20
+base_lr = 0.004  # from scratch wants the base recipe's full rate, not the fine-tuning one
+interval = 10
+
+load_from = None  # nothing pretrained: `balloondet train auto` picks this recipe when the checkpoint is unreachable
+
+train_dataloader = dict(num_workers=8, pin_memory=True)  # a model this small is fed by the CPU pipeline, not the GPU
+val_dataloader = dict(num_workers=4)
+test_dataloader = val_dataloader
+
+train_cfg = dict(max_epochs=max_epochs, val_interval=interval, dynamic_intervals=[(max_epochs - stage2_num_epochs, 5)])
+optim_wrapper = dict(optimizer=dict(lr=base_lr))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1.0e-5, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', eta_min=base_lr * 0.05, begin=max_epochs // 2, end=max_epochs,
+         T_max=max_epochs // 2, by_epoch=True, convert_to_iter_based=True),
+]
+custom_hooks = [
+    dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True, priority=49),
+    dict(type='PipelineSwitchHook', switch_epoch=max_epochs - stage2_num_epochs,
+         switch_pipeline={{_base_.train_pipeline_stage2}}),
+]

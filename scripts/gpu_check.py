@@ -1,0 +1,169 @@
+"""The GPU check's Python half (scripts/gpu_check.sh sets up the stack, then runs this).
+
+Runs the mission's steps in one process on one device and times each: data (the real archive,
+converted), train (the recipe `balloondet train auto` picks), test (COCO bbox metrics of the final
+checkpoint), predict, featmap and cam on the val image with the most balloons, training curves.
+Writes OUT/gpu_check.json (each step's seconds and peak GPU memory, mAP, the GPU, the versions,
+how mmcv was installed) and the figures into OUT, with timestamped progress on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[gpu-check {time.strftime('%H:%M:%S')} +{time.monotonic() - T0:.0f}s] {msg}", flush=True)
+
+
+class Step:
+    """Times a step and records the GPU memory it peaked at."""
+
+    def __init__(self, report: dict, name: str, device: str):
+        self.report, self.name, self.device = report, name, device
+
+    def __enter__(self):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        log(f"{self.name} ...")
+        self.start = time.monotonic()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.monotonic() - self.start
+        entry = {"seconds": round(seconds, 1), "ok": exc_type is None}
+        if self.device == "cuda":
+            entry["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if exc_type is not None:
+            entry["error"] = f"{exc_type.__name__}: {exc}"
+        self.report["steps"][self.name] = entry
+        log(f"{self.name}: {'done' if exc_type is None else 'FAILED'} in {seconds:.1f} s")
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--archive", required=True, help="the balloon archive (inside the checkout)")
+    p.add_argument("--out", required=True, help="folder for gpu_check.json and the figures")
+    p.add_argument("--epochs", type=int, help="shorten the recipe (a CPU dry run)")
+    p.add_argument("--train-seconds", type=float, default=300, help="stop training after the epoch past this")
+    p.add_argument("--setup-seconds", type=float, help="how long the set-up took (measured by the shell)")
+    p.add_argument("--setup-log", help="the set-up's log: the line saying how mmcv was installed is kept")
+    p.add_argument("--mmcv-build", help="JSON describing how the carried mmcv wheel was built")
+    a = p.parse_args(argv)
+
+    import torch
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"device": a.device, "steps": {}, "python": platform.python_version(),
+                    "torch": torch.__version__, "cuda": torch.version.cuda}
+    if a.setup_seconds is not None:
+        report["steps"]["setup"] = {"seconds": a.setup_seconds, "ok": True}
+    if a.setup_log and Path(a.setup_log).is_file():
+        report["mmcv_install"] = [line.strip() for line in Path(a.setup_log).read_text().splitlines()
+                                  if "mmcv 2.1.0:" in line or "ops OK" in line]
+    if a.mmcv_build and Path(a.mmcv_build).is_file():
+        report["mmcv_build"] = json.loads(Path(a.mmcv_build).read_text())
+    if a.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        report["gpu"] = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                         "capability": f"{props.major}.{props.minor}", "count": torch.cuda.device_count()}
+        log(f"GPU: {props.name}, {report['gpu']['memory_gib']} GiB, sm {props.major}.{props.minor}")
+
+    def save() -> None:
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
+
+    import mmcv
+    import mmdet
+    import mmengine
+
+    report.update(mmcv=mmcv.__version__, mmengine=mmengine.__version__, mmdet=mmdet.__version__)
+    try:
+        with Step(report, "mmcv_ops", a.device):
+            from mmcv.ops import nms
+
+            boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]], device=a.device)
+            _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7], device=a.device), iou_threshold=0.5)
+            assert keep.tolist() == [0, 2], keep
+
+        from balloondet.config import choose_recipe
+        from balloondet.curves import plot_curves
+        from balloondet.data import prepare_data
+        from balloondet.evaluate import evaluate
+        from balloondet.figures import example_image
+        from balloondet.model import load_model
+        from balloondet.predict import predict
+
+        data_root = Path("data/balloon")
+        with Step(report, "data", a.device):
+            prepare_data(source=a.archive, root=data_root, force=True)
+
+        config, why = choose_recipe(a.device)
+        report["recipe"] = {"config": config, "why": why}
+        log(f"recipe: {config} ({why})")
+        work_dir = Path("work_dirs") / "gpu_check"
+        if work_dir.exists():
+            shutil.rmtree(work_dir)
+        from balloondet.train import train
+
+        with Step(report, "train", a.device):
+            train(config, work_dir=work_dir, device=a.device, epochs=a.epochs, time_budget=a.train_seconds)
+        last = Path((work_dir / "last_checkpoint").read_text().strip())
+        checkpoint = last if last.is_absolute() else work_dir / last.name
+        report["train"] = {"checkpoint": checkpoint.name, "epochs_done": int(checkpoint.stem.split("_")[-1])}
+        save()
+
+        with Step(report, "test", a.device):
+            metrics = evaluate(config, checkpoint, work_dir=work_dir, device=a.device)
+        report["metrics"] = {k.replace("coco/", ""): round(v, 4) for k, v in metrics.items()}
+        save()
+
+        image = example_image(data_root)
+        with Step(report, "load_model", a.device):
+            model = load_model(work_dir / f"{Path(config).stem}.py", checkpoint, a.device)
+        with Step(report, "predict", a.device):
+            entries = predict(config, None, image, out=work_dir / "predict", model=model)
+        report["predict"] = {"image": image.name, "boxes": len(entries[0]["detections"])}
+        shutil.copyfile(work_dir / "predict" / image.name, out / "prediction.jpg")
+        from balloondet.featmap import featmap
+
+        with Step(report, "featmap", a.device):
+            featmap(config, None, image, out=out, model=model)
+        from balloondet.cam import cam
+
+        with Step(report, "cam", a.device):
+            cam(config, None, image, out=out / "grad_visualization.png", model=model)
+        with Step(report, "curves", a.device):
+            plot_curves(work_dir, out=out / "training_curves.png")
+        report["ok"] = True
+    except Exception as err:  # noqa: BLE001  (the report says which step failed; the log has the traceback)
+        import traceback
+
+        traceback.print_exc()
+        report["ok"] = False
+        report["error"] = f"{type(err).__name__}: {err}"
+    report["total_seconds"] = round(time.monotonic() - T0, 1)
+    save()
+    log(f"report: {out / 'gpu_check.json'}")
+    print(json.dumps(report, indent=1))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
