@@ -196,7 +196,9 @@ def compile_wheel(mmcv_version: str, build: SourceBuild, dest: Path, wheelhouse:
     """Download the sdist, set the C++ standard, build a wheel into ``dest``."""
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
-        get = ["download", "--no-deps", "--no-binary", "mmcv", f"mmcv=={mmcv_version}", "-d", str(work)]
+        # no build isolation: pip would prepare the metadata with the newest setuptools, which lacks pkg_resources
+        get = ["download", "--no-deps", "--no-build-isolation", "--no-binary", "mmcv", f"mmcv=={mmcv_version}",
+               "-d", str(work)]
         if wheelhouse:
             get += ["--no-index", "-f", wheelhouse]
         if pip(*get, quiet=True).returncode != 0:

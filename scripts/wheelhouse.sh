@@ -49,7 +49,16 @@ while IFS= read -r pin; do
     fi
 done <<< "$pins"
 if [[ -n $mmcv ]] && ! ls "$dest"/mmcv-*.whl >/dev/null 2>&1; then
-    "${pip[@]}" download --quiet --no-deps --no-binary :all: -d "$dest" "$mmcv"
+    # pip prepares the sdist's metadata, and mmcv's setup.py needs pkg_resources (setuptools < 81) and
+    # wheel, without build isolation: use the first interpreter that has both (a set-up venv has).
+    for cand in "$python" "$here/../.venv/bin/python" "$here/../.venv-modern/bin/python"; do
+        if [[ -x $(command -v "$cand") ]] && "$cand" -c 'import pkg_resources, wheel' 2>/dev/null; then
+            "$cand" -m pip --disable-pip-version-check download --quiet --no-deps --no-build-isolation \
+                --no-binary :all: -d "$dest" "$mmcv"
+            break
+        fi
+    done
+    ls "$dest"/mmcv-*.tar.gz >/dev/null 2>&1 || { echo "[wheelhouse] could not fetch the $mmcv sdist: run make setup first" >&2; exit 1; }
 fi
 if [[ $dev == 1 ]]; then
     "${pip[@]}" download --quiet "${target[@]}" -d "$dest" -r "$here/../requirements-dev.txt"
