@@ -26,7 +26,7 @@ PY ?= 3.$(PY_MINOR)
 WHEELHOUSE_DIR ?= wheelhouse
 DEV ?= 1
 
-.PHONY: setup lint test test-fast run notebook bench wheelhouse gpu-assets gpu-check clean
+.PHONY: setup lint test test-fast run notebook bench lock wheelhouse gpu-assets gpu-check clean
 setup:
 	@PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV) $(REQUIREMENTS)
 
@@ -47,6 +47,9 @@ notebook: setup
 
 bench: setup
 	$(BIN)/python bench/benchmark.py
+
+lock: setup  ## regenerate requirements.lock and requirements-modern.lock (uv, hashes) after changing a pin
+	UV=$(BIN)/uv bash scripts/lock.sh
 
 wheelhouse:  ## every wheel STACK needs for CPython PY besides the interpreter's, into WHEELHOUSE_DIR
 	bash scripts/wheelhouse.sh $(REQUIREMENTS) $(WHEELHOUSE_DIR) $(PY) $(DEV)

@@ -33,7 +33,9 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ -f $req ]] || die "requirements file not found: $req"
 stamp="$venv/.balloondet-setup"
-want=$(cat "$req" "$root"/requirements-*.txt "$here/setup_env.sh" "$here/install_mmcv.py" "$root/pyproject.toml" \
+lock="${req%.txt}.lock"  # requirements.lock, requirements-modern.lock (make lock); the system stack has none
+[[ -f $lock ]] || lock=""
+want=$(cat "$req" "$root"/requirements*.txt ${lock:+"$lock"} "$here/setup_env.sh" "$here/install_mmcv.py" "$root/pyproject.toml" \
        | sha256sum | cut -d' ' -f1)-system$system-dev$dev-${MMCV_FIND_LINKS:-}-${WHEELHOUSE:+wheelhouse}
 if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
     say "$venv is up to date with $req (delete $stamp to force a reinstall)"
@@ -73,10 +75,14 @@ py="$venv/bin/python"
 pip=("$py" -m pip --disable-pip-version-check)
 [[ -n ${WHEELHOUSE:-} ]] || "${pip[@]}" install --quiet --upgrade "pip>=23.2"
 
-# 1. torch first: mmcv compiles against the torch it finds, without build isolation.
+# 1. torch first: mmcv compiles against the torch it finds, without build isolation. With a lock,
+# everything but mmcv: each package once, at its locked version, its hash checked.
 torch_block=$(sed -n '/^# --- torch block/,/^# --- end torch block/p' "$req" | grep -v '^#' | sed 's/#.*//' | xargs)
 if [[ $system == 1 ]]; then
     say "step 1/4: torch from the interpreter: $("$py" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
+elif [[ -n $lock ]]; then
+    say "step 1/4: the $(grep -cE '^[A-Za-z0-9]' "$lock") locked packages of $lock (hashes checked)"
+    "${pip[@]}" install "${pip_from[@]}" --require-hashes --no-deps -r "$lock"
 else
     [[ -n $torch_block ]] || die "$req has no '# --- torch block' section"
     say "step 1/4: $torch_block"
@@ -91,10 +97,12 @@ say "step 2/4: mmcv $mmcv_version with compiled ops"
 
 # 3. the rest, then this package (editable). Without the mmcv line: pip must never fall back to
 # building mmcv's sdist under build isolation.
-say "step 3/4: requirements and the balloondet package"
+say "step 3/4: ${lock:+the balloondet package}${lock:-requirements and the balloondet package}"
 rest="$(dirname "$req")/.requirements-without-mmcv.txt"
 grep -v '^mmcv==' "$req" > "$rest"
-if [[ $system == 1 ]]; then
+if [[ -n $lock ]]; then
+    :  # all installed in step 1
+elif [[ $system == 1 ]]; then
     # --no-deps: the list is complete, and the interpreter's opencv may be opencv-python-headless,
     # which pip would not count as the opencv-python that mmcv, mmengine and grad-cam ask for.
     "${pip[@]}" install "${pip_from[@]}" --no-deps -r "$rest"
@@ -112,10 +120,13 @@ else
     "${pip[@]}" install "${pip_from[@]}" -r "$rest"
 fi
 rm -f "$rest"
-if [[ $dev == 1 ]]; then
+if [[ $dev == 1 && -z $lock ]]; then
     "${pip[@]}" install "${pip_from[@]}" -r "$root/requirements-dev.txt"
 fi
 "${pip[@]}" install --no-deps --no-build-isolation -e "$root"
+if [[ -n $lock ]]; then
+    "${pip[@]}" check || die "$lock is incomplete or inconsistent (pip check above): regenerate it with make lock"
+fi
 
 # 4. refuse to finish with an mmcv that has no compiled ops.
 say "step 4/4: checking mmcv's compiled ops"

@@ -1,5 +1,6 @@
 """How set-up installs mmcv (scripts/install_mmcv.py): C++ standard, CUDA ops, and the order of sources."""
 import importlib.util
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -124,3 +125,37 @@ def test_wheelhouse_wheel_is_used_offline(tmp_path, monkeypatch):
                                 install_wheel=lambda w, v: installed.append(w.name) or True,
                                 build=lambda *a: pytest.fail("compiled although the wheelhouse had a wheel"))
     assert used == "wheelhouse" and installed == ["mmcv-2.1.0-py3-none-any.whl"]
+
+
+def pins(path: Path) -> dict:
+    """name -> version of every `name==version` in a requirements file and the files it includes."""
+    found = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            found.update(pins(path.parent / line[3:].strip()))
+        elif "==" in line and ";" not in line:
+            name, version = line.split("==")
+            found[re.sub(r"[-_.]+", "-", name.strip().lower())] = version.strip()
+    return found
+
+
+def locked(path: Path) -> dict:
+    """name -> set of versions in a uv lock (a universal lock may hold several, one per marker)."""
+    found: dict = {}
+    for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)", path.read_text(), re.M):
+        found.setdefault(re.sub(r"[-_.]+", "-", m.group(1).lower()), set()).add(m.group(2))
+    return found
+
+
+@pytest.mark.parametrize("stack, lock", [("requirements.txt", "requirements.lock"),
+                                         ("requirements-modern.txt", "requirements-modern.lock")])
+def test_lock_agrees_with_every_pin(stack, lock):
+    """`make lock` regenerates the lock; a pin changed without it fails here."""
+    wanted = {**pins(REPO / stack), **pins(REPO / "requirements-dev.txt")}
+    assert wanted.pop("mmcv") == "2.1.0"  # compiled against the locked torch, never locked itself
+    have = locked(REPO / lock)
+    assert "mmcv" not in have and "balloondet" not in have
+    wrong = {name: (version, have.get(name)) for name, version in wanted.items() if have.get(name) != {version}}
+    assert not wrong, f"{lock} disagrees with the pins (pin, lock): {wrong}; run make lock"
+    assert len(have) > 100  # the whole environment, not only the top-level pins
