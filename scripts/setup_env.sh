@@ -67,6 +67,14 @@ if [[ ! -x $venv/bin/python ]]; then
     say "creating $venv with $($python --version 2>&1)"
     if [[ $system == 1 ]]; then
         "$python" -m venv --system-site-packages "$venv"
+        # --system-site-packages shows the *base* interpreter's packages; when PYTHON is itself a venv
+        # (a docker image's /opt/.../.venv, conda), its own site-packages must be added by a .pth file.
+        parent=$("$python" -c 'import site, sys; print("\n".join(site.getsitepackages()) if sys.prefix != sys.base_prefix else "")')
+        if [[ -n $parent ]]; then
+            own=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+            echo "$parent" > "$own/_balloondet_system_site.pth"
+            say "the interpreter is a venv: its site-packages are visible through $own/_balloondet_system_site.pth"
+        fi
     else
         "$python" -m venv "$venv"
     fi
