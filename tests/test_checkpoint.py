@@ -16,9 +16,16 @@ import pytest
 import torch
 
 from balloondet import checkpoint as C
-from balloondet.checkpoint import (CheckpointError, CheckpointHashError, CheckpointMismatchError,
-                                   UnsafeCheckpointError, allow_mmengine_checkpoints, check_fits,
-                                   history_buffer_getattr, safe_load)
+from balloondet.checkpoint import (
+    CheckpointError,
+    CheckpointHashError,
+    CheckpointMismatchError,
+    UnsafeCheckpointError,
+    allow_mmengine_checkpoints,
+    check_fits,
+    history_buffer_getattr,
+    safe_load,
+)
 from balloondet.cli import main
 
 try:
