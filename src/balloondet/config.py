@@ -1,0 +1,197 @@
+"""Configs and devices, shared by every step that builds or runs a model.
+
+- ``resolve_config``: a config path, or a name looked up in ``$BALLOONDET_CONFIGS``,
+  ``./configs`` and the source checkout's ``configs/``.
+- ``build_config``: the mmengine ``Config`` of a run, with this package's overrides
+  (``set_data_root``, ``set_epochs``, ``set_from_scratch``, the torchrun-on-CPU tweaks).
+- ``pick_device`` and ``runner_device``: choose the device, and make mmengine's Runner use
+  it without hiding CUDA from the rest of the process.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import defaults
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from mmengine.config import Config
+
+
+# --- finding a config -----------------------------------------------------------------
+def config_dirs() -> list[Path]:
+    """Folders searched for a config name, in order, without duplicates."""
+    candidates = [Path(os.environ[defaults.CONFIGS_ENV])] if os.environ.get(defaults.CONFIGS_ENV) else []
+    candidates += [Path("configs"), defaults.SOURCE_ROOT / "configs"]
+    dirs: list[Path] = []
+    for folder in candidates:
+        if folder.is_dir() and all(folder.resolve() != d.resolve() for d in dirs):
+            dirs.append(folder)
+    return dirs
+
+
+def resolve_config(config: str | Path) -> Path:
+    """A config path, or a config name (with or without ``.py``) from ``config_dirs()``."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    dirs = config_dirs()
+    for folder in dirs:
+        for cand in (folder / path, folder / f"{path}.py"):
+            if cand.is_file():
+                return cand
+    names = ", ".join(sorted({p.stem for d in dirs for p in d.glob("*.py")})) or "none"
+    searched = ", ".join(str(d) for d in dirs) or "no configs folder"
+    raise ConfigError(f"config not found: {config} (searched {searched}; names: {names}). "
+                      f"Pass a path, or set {defaults.CONFIGS_ENV} to a folder of configs.")
+
+
+def default_work_dir(config: str | Path) -> Path:
+    """``work_dirs/<config name>``: where a run goes unless told otherwise."""
+    name = Path(config).name
+    return Path(defaults.WORK_DIRS) / (name[:-3] if name.endswith(".py") else name)
+
+
+# --- devices --------------------------------------------------------------------------
+def pick_device(device: str = defaults.DEVICE) -> str:
+    """``cpu`` or ``cuda``: ``auto`` takes CUDA when torch sees it."""
+    if device not in defaults.DEVICES:
+        raise ConfigError(f"unknown device {device!r}: use {', '.join(defaults.DEVICES)}")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+@contextlib.contextmanager
+def runner_device(device: str) -> Iterator[None]:
+    """Inside the block, mmengine's Runner puts the model (and resumed checkpoints) on ``device``.
+
+    mmengine 0.10.7 has no device setting: the Runner moves the model to ``get_device()``,
+    which is CUDA whenever torch sees a GPU. For ``cpu`` the Runner module's ``get_device``
+    answers ``"cpu"`` inside this block only. (Setting ``CUDA_VISIBLE_DEVICES`` instead would
+    hide CUDA for the rest of the process, and does nothing once torch has looked at the GPUs.)
+    """
+    if device != "cpu":
+        yield
+        return
+    import mmengine.runner.runner as runner_module
+
+    original = runner_module.get_device  # an AttributeError here means mmengine moved it: see test_config
+    runner_module.get_device = lambda: "cpu"
+    try:
+        yield
+    finally:
+        runner_module.get_device = original
+
+
+# --- overrides ------------------------------------------------------------------------
+def set_epochs(cfg: Config, epochs: int) -> None:
+    """Shorten or lengthen a schedule, moving every epoch-based milestone in proportion."""
+    old = cfg.train_cfg.max_epochs
+    scale = epochs / old
+
+    def move(epoch: int) -> int:
+        return max(1, min(epochs, round(epoch * scale)))
+
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = min(cfg.train_cfg.get("val_interval", 1), epochs)
+    if cfg.train_cfg.get("dynamic_intervals"):
+        cfg.train_cfg.dynamic_intervals = [(move(e), i) for e, i in cfg.train_cfg.dynamic_intervals]
+    for sched in cfg.get("param_scheduler") or []:
+        if sched.get("by_epoch", True):
+            for key in ("begin", "end", "T_max"):
+                if sched.get(key):  # a begin of 0 stays 0
+                    sched[key] = move(sched[key])
+            if "end" in sched and sched["end"] <= sched.get("begin", 0):  # very short runs
+                sched["begin"] = sched["end"] - 1
+    for hook in cfg.get("custom_hooks") or []:
+        if "switch_epoch" in hook:
+            hook["switch_epoch"] = move(hook["switch_epoch"])
+    ckpt = cfg.default_hooks.get("checkpoint")
+    if ckpt and ckpt.get("by_epoch", True):
+        ckpt["interval"] = min(ckpt.get("interval", 1), epochs)
+
+
+def set_from_scratch(cfg: Config) -> None:
+    """No pretrained weights at all: neither the COCO checkpoint nor the ImageNet backbone."""
+    cfg.load_from = None
+    if cfg.model.get("backbone", {}).get("init_cfg"):
+        cfg.model.backbone.init_cfg = None
+
+
+def set_data_root(cfg: Config, data_root: str | Path) -> None:
+    """Point every dataloader and evaluator of the config at another converted dataset."""
+    root = str(data_root).rstrip("/") + "/"
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        dataset = cfg[name].dataset
+        while "dataset" in dataset:  # wrappers such as MultiImageMixDataset or RepeatDataset
+            dataset = dataset.dataset
+        dataset.data_root = root
+    for name in ("val_evaluator", "test_evaluator"):
+        cfg[name].ann_file = root + Path(cfg[name].ann_file).name
+
+
+def replace_norm(node: Any, old: str, new: str) -> None:
+    """Swap a norm layer type everywhere in a model config (in place)."""
+    if isinstance(node, dict):
+        if node.get("type") == old and "norm_cfg" not in node:
+            node["type"] = new
+        for value in node.values():
+            replace_norm(value, old, new)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            replace_norm(value, old, new)
+
+
+def set_distributed_cpu(cfg: Config) -> None:
+    """What torchrun on CPU processes needs: gloo, plain BN, DDP without device ids."""
+    cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"  # NCCL needs GPUs
+    replace_norm(cfg.model, "SyncBN", "BN")  # SyncBN only runs on CUDA tensors
+    if "use_syncbn" in cfg.model or cfg.model.type == "RTMDet":
+        cfg.model.use_syncbn = False  # RTMDet converts every BN to SyncBN when world size > 1
+    # mmengine passes device_ids=[LOCAL_RANK] to DDP, which only GPU modules accept
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
+
+
+def init_cpu_process_group(cfg: Config) -> None:
+    """Join torchrun's process group over gloo ourselves.
+
+    mmengine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` unconditionally; the
+    Runner skips its own initialisation when a process group already exists.
+    """
+    import torch.distributed as dist
+
+    if cfg.launcher == "pytorch" and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+
+
+def build_config(config: str | Path, *, work_dir: str | Path | None = None, epochs: int | None = None,
+                 from_scratch: bool = False, resume: bool = False, cfg_options: dict | None = None,
+                 launcher: str = "none", device: str = defaults.DEVICE,
+                 data_root: str | Path | None = None) -> Config:
+    """The mmengine Config for a run, with this package's overrides applied."""
+    from mmengine.config import Config
+
+    path = resolve_config(config)
+    cfg = Config.fromfile(str(path))
+    if data_root:
+        set_data_root(cfg, data_root)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.work_dir = str(work_dir or default_work_dir(path))
+    if epochs:
+        set_epochs(cfg, int(epochs))
+    if from_scratch:
+        set_from_scratch(cfg)
+    cfg.resume = bool(resume)
+    cfg.launcher = launcher
+    if launcher != "none" and pick_device(device) == "cpu":
+        set_distributed_cpu(cfg)
+    return cfg
