@@ -85,7 +85,7 @@ pip=("$py" -m pip --disable-pip-version-check)
 
 # 1. torch first: mmcv compiles against the torch it finds, without build isolation. With a lock,
 # everything but mmcv: each package once, at its locked version, its hash checked.
-torch_block=$(sed -n '/^# --- torch block/,/^# --- end torch block/p' "$req" | grep -v '^#' | sed 's/#.*//' | xargs)
+torch_block=$(sed -n '/^# --- torch block/,/^# --- end torch block/p' "$req" | { grep -v '^#' || true; } | sed 's/#.*//' | xargs)
 if [[ $system == 1 ]]; then
     say "step 1/4: torch from the interpreter: $("$py" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)')"
 elif [[ -n $lock ]]; then
