@@ -280,7 +280,8 @@ def _refused_global(err: BaseException) -> str | None:
     text = str(err)
     if "Weights only load failed" not in text:
         return None
-    for pattern in (r"GLOBAL (\S+) was not an allowed global", r"Unsupported global: GLOBAL (\S+)",
+    for pattern in (r"GLOBAL (\S+) was not an allowed global", r"unsupported GLOBAL (\S+) whose module",
+                    r"GLOBAL ([\w.]+)",
                     r"call reduce for unrecognized function (.+?)(?:\n|$)",
                     r"Can only (?:build|create new object)[^\n]*?got (.+?)(?:\n|$)"):
         m = re.search(pattern, text)
