@@ -43,10 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-try:  # the package's error hierarchy (balloondet.errors), else the older data error
-    from .errors import ModelError as _BaseError
-except ImportError:  # pragma: no cover - depends on the refactoring in progress
-    from .io import BalloonDataError as _BaseError
+from .errors import ModelError
 
 HISTORY_BUFFER_STATISTICS = ("mean", "max", "min", "current")
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: the hash prefix sits between '-' and '.'
@@ -55,7 +52,7 @@ _done = False
 _last_loaded: dict = {"path": None, "shapes": None}  # what safe_load read last, for check_fits
 
 
-class CheckpointError(_BaseError):
+class CheckpointError(ModelError):
     """A checkpoint that cannot be used: unreadable, unsafe, or not for this model."""
 
 
