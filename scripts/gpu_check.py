@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--archive", required=True, help="the balloon archive (inside the checkout)")
     p.add_argument("--out", required=True, help="folder for gpu_check.json and the figures")
+    p.add_argument("--config", default="auto", help="the recipe (default: what `balloondet train auto` picks)")
     p.add_argument("--epochs", type=int, help="shorten the recipe (a CPU dry run)")
     p.add_argument("--train-seconds", type=float, default=300, help="stop training after the epoch past this")
     p.add_argument("--setup-seconds", type=float, help="how long the set-up took (measured by the shell)")
@@ -103,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             assert keep.tolist() == [0, 2], keep
 
         from balloondet.config import choose_recipe
+        from balloondet.evaluate import evaluate_checkpoint
         from balloondet.curves import plot_curves
         from balloondet.data import prepare_data
-        from balloondet.evaluate import evaluate
         from balloondet.figures import example_image
         from balloondet.model import load_model
         from balloondet.predict import predict
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         with Step(report, "data", a.device):
             prepare_data(source=a.archive, root=data_root, force=True)
 
-        config, why = choose_recipe(a.device)
+        config, why = choose_recipe(a.device) if a.config == "auto" else (a.config, "asked for")
         report["recipe"] = {"config": config, "why": why}
         log(f"recipe: {config} ({why})")
         work_dir = Path("work_dirs") / "gpu_check"
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
         with Step(report, "test", a.device):
-            metrics = evaluate(config, checkpoint, work_dir=work_dir, device=a.device)
+            metrics = evaluate_checkpoint(config, checkpoint, work_dir=work_dir, device=a.device)
         report["metrics"] = {k.replace("coco/", ""): round(v, 4) for k, v in metrics.items()}
         save()
 
@@ -148,9 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         from balloondet.cam import cam
 
         with Step(report, "cam", a.device):
-            cam(config, None, image, out=out / "grad_visualization.png", model=model)
+            best = max((d["score"] for d in entries[0]["detections"]), default=0.0)
+            # a weak model (a short dry run) may have no box at the default threshold: explain its best ones
+            cam(config, None, image, out=out / "grad_visualization.png", model=model,
+                **({} if best >= 0.3 else {"score_thr": 0.0}))
         with Step(report, "curves", a.device):
             plot_curves(work_dir, out=out / "training_curves.png")
+        scalars = sorted(work_dir.glob("*/vis_data/scalars.json"))
+        if scalars:  # the run's per-iteration losses and per-validation metrics
+            shutil.copyfile(scalars[-1], out / "scalars.json")
         report["ok"] = True
     except Exception as err:  # noqa: BLE001  (the report says which step failed; the log has the traceback)
         import traceback

@@ -9,7 +9,7 @@
 # Dry run on a CPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_EPOCHS=2 scripts/gpu_check.sh
 #
 # Environment: OUT (default work_dirs/gpu_check_out), GPU_CHECK_ASSETS (default .gpu),
-# GPU_CHECK_DEVICE (cuda), GPU_CHECK_EPOCHS (the recipe's), GPU_CHECK_TRAIN_SECONDS (300: training
+# GPU_CHECK_DEVICE (cuda), GPU_CHECK_CONFIG (auto), GPU_CHECK_EPOCHS (the recipe's), GPU_CHECK_TRAIN_SECONDS (330: training
 # stops after the first epoch past it, so the whole check fits one 10-minute command), PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,6 @@ log "set-up done in ${setup_s} s"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 .venv-system/bin/python scripts/gpu_check.py --device "$device" --archive "$assets/balloon_dataset.zip" \
     --out "$out" --setup-seconds "$setup_s" --setup-log "$out/setup.log" --mmcv-build "$assets/mmcv_build.json" \
-    ${GPU_CHECK_EPOCHS:+--epochs "$GPU_CHECK_EPOCHS"} --train-seconds "${GPU_CHECK_TRAIN_SECONDS:-300}"
+    --config "${GPU_CHECK_CONFIG:-auto}" ${GPU_CHECK_EPOCHS:+--epochs "$GPU_CHECK_EPOCHS"} --train-seconds "${GPU_CHECK_TRAIN_SECONDS:-330}"
 rm -f "$out/setup.log"  # kept in gpu_check.log; $OUT brings back 8 files at most
 log "done"

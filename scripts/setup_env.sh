@@ -72,7 +72,13 @@ if [[ ! -x $venv/bin/python ]]; then
         parent=$("$python" -c 'import site, sys; print("\n".join(site.getsitepackages()) if sys.prefix != sys.base_prefix else "")')
         if [[ -n $parent ]]; then
             own=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-            echo "$parent" > "$own/_balloondet_system_site.pth"
+            # addsitedir, not bare paths: the parent's own .pth files (setuptools' distutils shim, which
+            # mmengine needs on Python 3.12) must run too
+            "$venv/bin/python" - "$own/_balloondet_system_site.pth" $parent <<'PY'
+import sys
+from pathlib import Path
+Path(sys.argv[1]).write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in sys.argv[2:]))
+PY
             say "the interpreter is a venv: its site-packages are visible through $own/_balloondet_system_site.pth"
         fi
     else
