@@ -155,7 +155,7 @@ def build_train_model(device: str):
     from mmdet.registry import MODELS
     from mmengine.model import revert_sync_batchnorm
 
-    from balloondet.train import build_config
+    from balloondet.config import build_config
 
     cfg = build_config(CONFIG, from_scratch=True)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
@@ -167,7 +167,7 @@ def build_inference_model(size: int, device: str):
     """``init_detector`` on the config with every test-pipeline Resize/Pad set to ``size``."""
     from mmdet.apis import init_detector
 
-    from balloondet.train import build_config
+    from balloondet.config import build_config
 
     cfg = build_config(CONFIG, from_scratch=True)
     for step in cfg.test_dataloader.dataset.pipeline:
@@ -269,14 +269,14 @@ def measure_end_to_end_latency(model, image: Path, args, device: str) -> list[fl
 def measure_gradcam_time(model, image: Path, args, device: str):
     """``box_cam`` (gradcam) per image, with the head's score threshold at 0 so an untrained model has boxes."""
     from balloondet.cam import box_cam
-    from balloondet.io import BalloonDataError
+    from balloondet.errors import DataError
 
     test_cfg = model.bbox_head.test_cfg
     old = test_cfg.get("score_thr")
     test_cfg["score_thr"] = 0.0
     try:
         return timed(lambda: box_cam(model, image, method="gradcam", score_thr=0.0), args.warmup, args.iters, device)
-    except BalloonDataError:
+    except DataError:
         return None
     finally:
         test_cfg["score_thr"] = old
@@ -357,7 +357,7 @@ def benchmark_inference(size: int, image: Path, args, device: str, peak_flops: f
 def run(args) -> tuple[list[dict], dict, dict]:
     from mmdet.utils import register_all_modules
 
-    from balloondet.train import pick_device
+    from balloondet.config import pick_device
 
     device = pick_device(args.device)
     if args.threads:

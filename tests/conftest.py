@@ -10,11 +10,26 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_ARCHIVE = REPO.parent / "shared" / "data" / "balloon_dataset.zip"
-real_archive = pytest.mark.skipif(
-    not REAL_ARCHIVE.is_file(),
-    reason=f"the real balloon archive is not at {REAL_ARCHIVE}; synthetic tests cover the same code",
-)
+REAL_ARCHIVE = REPO.parent / "shared" / "data" / "balloon_dataset.zip"  # the tests supply the shared copy
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``realdata`` (select them with ``-m realdata``) skip without the real archive."""
+    if REAL_ARCHIVE.is_file():
+        return
+    skip = pytest.mark.skip(reason=f"the real balloon archive is not at {REAL_ARCHIVE}; "
+                                   "synthetic tests cover the same code")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_local_archive_from_the_environment(monkeypatch):
+    """Tests choose their archives themselves: a $BALLOONDET_LOCAL_ARCHIVE of the caller must not leak in."""
+    from balloondet.defaults import LOCAL_ARCHIVE_ENV
+
+    monkeypatch.delenv(LOCAL_ARCHIVE_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +80,9 @@ def http_server():
 @pytest.fixture(scope="session")
 def trained_smoke(tmp_path_factory, synthetic_root) -> dict:
     """The smoke config trained on synthetic data once per session (a few minutes on CPU)."""
+    from balloondet.config import build_config
     from balloondet.model import find_checkpoint
-    from balloondet.train import build_config, train
+    from balloondet.train import train
 
     work_dir = tmp_path_factory.mktemp("smoke_run")
     train("rtmdet_tiny_smoke_synthetic", work_dir=work_dir, device="cpu", data_root=synthetic_root)

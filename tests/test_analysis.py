@@ -5,11 +5,12 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from balloondet import evaluate
-from balloondet.cam import box_cam, inside_outside_ratio
+from balloondet.cam import box_cam, cam
 from balloondet.cli import main
-from balloondet.featmap import featmap
-from balloondet.io import BalloonDataError
+from balloondet.errors import DataError, ModelError
+from balloondet.evaluate import evaluate_checkpoint
+from balloondet.featmap import capture, draw, featmap, output_layers
+from balloondet.io import read_image
 from balloondet.model import load_model
 from balloondet.predict import predict
 
@@ -33,7 +34,7 @@ def val_images(synthetic_root):
 
 def test_predict_json_matches_what_test_scores(trained_smoke, synthetic_root, model, tmp_path):
     """The detections `predict` writes are the ones `balloondet test` evaluates."""
-    evaluate.test(SMOKE, trained_smoke["checkpoint"], work_dir=tmp_path, device="cpu", data_root=synthetic_root)
+    evaluate_checkpoint(SMOKE, trained_smoke["checkpoint"], work_dir=tmp_path, device="cpu", data_root=synthetic_root)
     scored = json.loads((tmp_path / "test_detections.bbox.json").read_text())
     coco = json.loads((synthetic_root / "val.json").read_text())
     img = coco["images"][1]
@@ -76,19 +77,28 @@ def test_featmap_panels_strides_and_shapes(model, val_images, tmp_path):
     assert results["neck"][0][0].shape[0] == 96  # the tiny neck's width
 
 
-@pytest.mark.parametrize("reduction", ["max", "topk"])
-def test_featmap_other_reductions(model, val_images, tmp_path, reduction):
-    results = featmap(SMOKE, None, val_images[0], modules=["neck"], reduction=reduction, topk=4, out=None, model=model)
-    assert len([ax for ax in results["neck"][1].axes if ax.images]) == 3
+def test_featmap_reductions_draw_different_things(model, val_images):
+    """max shows one channel (not the mean); topk lays out K channels in a grid of image-sized panels."""
+    img = read_image(val_images[0])
+    maps, sample = capture(model, val_images[0], output_layers(model, "neck"))
+    img_shape = sample.metainfo["img_shape"]
+    mean, strongest = draw(maps[0], img, img_shape, "mean"), draw(maps[0], img, img_shape, "max")
+    assert mean.shape == strongest.shape == img.shape
+    assert np.abs(mean.astype(int) - strongest.astype(int)).mean() > 1
+    grid = draw(maps[0], img, img_shape, "topk", topk=4)  # 2 x 2
+    assert abs(grid.shape[0] - 2 * img.shape[0]) <= 2 and abs(grid.shape[1] - 2 * img.shape[1]) <= 2
+    results = featmap(SMOKE, None, val_images[0], modules=["neck"], reduction="topk", topk=4, out=None, model=model)
+    assert [ax.get_images()[0].get_array().shape[:2] for ax in results["neck"][1].axes if ax.images] == [
+        draw(m, img, img_shape, "topk", topk=4).shape[:2] for m in results["neck"][0]]
 
 
 def cam_ratios(model, images, layer, method="gradcam"):
     ratios = []
     for image in images:
         result = box_cam(model, image, method=method, target_layer=layer, score_thr=0.3)
-        assert result["cam"].shape == result["image"].shape[:2]
-        assert 0 <= result["cam"].min() and result["cam"].max() <= 1
-        ratios.append(inside_outside_ratio(result["cam"], result["boxes"]))
+        assert result.heatmap.shape == result.image.shape[:2]
+        assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+        ratios.append(result.focus)
     return np.array(ratios)
 
 
@@ -113,13 +123,33 @@ def test_gradcam_mass_lies_inside_the_predicted_boxes(model, val_images):
 
 
 @pytest.mark.parametrize("method", ["gradcam++", "eigencam", "ablationcam"])
-def test_other_cam_methods_run(model, val_images, method):
+def test_other_cam_methods_make_a_map_in_every_box(model, val_images, method):
+    """With --norm-in-bbox the map is zero outside the boxes and spans [0, 1] inside each box.
+
+    An all-zero or flat map (a method that computed nothing) fails: its boxes stay at 0.
+    """
     result = box_cam(model, val_images[0], method=method, score_thr=0.3, topk=2, norm_in_bbox=True)
-    assert result["cam"].shape == result["image"].shape[:2] and len(result["boxes"]) <= 2
-    outside = np.ones(result["cam"].shape, bool)
-    for x1, y1, x2, y2 in result["boxes"].round().astype(int):
+    assert result.heatmap.shape == result.image.shape[:2] and 1 <= len(result.boxes) <= 2
+    assert result.method == method and result.layer == "neck.out_convs.2"
+    outside = np.ones(result.heatmap.shape, bool)
+    for x1, y1, x2, y2 in result.boxes.round().astype(int):
+        patch = result.heatmap[max(y1, 0):y2, max(x1, 0):x2]
+        assert patch.max() > 0.99 and patch.min() < 0.01, (method, patch.min(), patch.max())
         outside[max(y1, 0):y2, max(x1, 0):x2] = False
-    assert result["cam"][outside].max() == 0  # --norm-in-bbox keeps the map inside the boxes
+    assert result.heatmap[outside].max() == 0  # --norm-in-bbox keeps the map inside the boxes
+
+
+def test_cam_returns_a_list_for_an_image_and_for_a_folder(model, val_images, tmp_path):
+    one = cam(SMOKE, None, val_images[0], out=tmp_path / "one.png", model=model)
+    assert len(one) == 1 and one[0].image_path == val_images[0] and one[0].figure is not None
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for image in val_images[:2]:
+        (folder / image.name).write_bytes(image.read_bytes())
+    many = cam(SMOKE, None, folder, out=tmp_path / "many", model=model)
+    assert [r.image_path.name for r in many] == sorted(p.name for p in val_images[:2])
+    by_name = {r.image_path.name: r for r in many}
+    assert np.allclose(by_name[val_images[0].name].heatmap, one[0].heatmap)  # same image, same map
 
 
 def test_cli_cam_writes_figure(trained_smoke, val_images, tmp_path, capsys):
@@ -144,9 +174,9 @@ def test_clear_errors(trained_smoke, model, val_images, tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(BalloonDataError, match="unreadable image"):
+    with pytest.raises(DataError, match="unreadable image"):
         predict(SMOKE, None, bad, out=tmp_path / "o", model=model)
-    with pytest.raises(BalloonDataError, match="unknown layer name 'neck.out_layers.2'"):
+    with pytest.raises(ModelError, match="unknown layer name 'neck.out_layers.2'"):
         box_cam(model, val_images[0], target_layer="neck.out_layers.2")
-    with pytest.raises(BalloonDataError, match="image not found"):
+    with pytest.raises(DataError, match="image not found"):
         featmap(SMOKE, None, tmp_path / "nope.jpg", model=model)

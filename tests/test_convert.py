@@ -7,7 +7,7 @@ from PIL import Image
 
 from balloondet.cli import main
 from balloondet.convert import CURVE_VERTICES, clip_polygon, convert, polygon_area
-from balloondet.io import BalloonDataError
+from balloondet.errors import DataError
 
 W, H = 100, 80
 # area of a regular CURVE_VERTICES-gon inscribed in a unit circle
@@ -141,7 +141,7 @@ def test_bad_input_names_file_and_entry_and_writes_nothing(tmp_path, case, messa
     else:
         write(via, via1(entries[case]))
     out = tmp_path / "out" / "coco.json"
-    with pytest.raises(BalloonDataError, match=message) as err:
+    with pytest.raises(DataError, match=message) as err:
         convert(via, tmp_path, out, class_attribute="kind" if case == "missing_class" else None)
     assert str(via) in str(err.value)
     if case != "malformed":

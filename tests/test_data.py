@@ -4,11 +4,12 @@ import json
 import zipfile
 
 import pytest
-from conftest import REAL_ARCHIVE, real_archive
+from conftest import REAL_ARCHIVE
 
-from balloondet import data
+from balloondet.cli import main
 from balloondet.data import download, prepare_data, safe_extract
-from balloondet.io import BalloonDataError
+from balloondet.defaults import LOCAL_ARCHIVE_ENV
+from balloondet.errors import DataError
 from balloondet.plot_dataset import plot_dataset
 
 
@@ -27,7 +28,7 @@ def check_coco(root, split, n_images, n_boxes):
     return coco
 
 
-@real_archive
+@pytest.mark.realdata
 def test_real_archive_download_extract_convert(tmp_path, http_server):
     base = http_server(REAL_ARCHIVE.parent)
     root = prepare_data(source=f"{base}/{REAL_ARCHIVE.name}", root=tmp_path / "balloon")
@@ -47,20 +48,39 @@ def test_synthetic_archive_from_loopback_url(tmp_path, http_server, synthetic_zi
     assert not list(tmp_path.glob(".*"))
 
 
-def test_official_urls_fall_back_to_mirror(tmp_path, http_server, synthetic_zip, monkeypatch):
+def test_official_urls_fall_back_to_mirror(tmp_path, http_server, synthetic_zip):
     base = http_server(synthetic_zip.parent)
     urls = [f"{base}/missing.zip", f"{base}/{synthetic_zip.name}"]  # the first one 404s
-    monkeypatch.setattr(data, "LOCAL_ARCHIVES", ())  # force the download path
-    root = prepare_data(root=tmp_path / "balloon", urls=urls)
+    root = prepare_data(root=tmp_path / "balloon", urls=urls)  # no local copy: conftest clears the env var
     assert (tmp_path / "balloon_dataset.zip").read_bytes() == synthetic_zip.read_bytes()
     assert (root / "val.json").is_file()
 
 
-def test_unreachable_urls_explain_offline_options(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "LOCAL_ARCHIVES", ())
-    with pytest.raises(BalloonDataError, match=r"(?s)127\.0\.0\.1:9/x\.zip.*--source.*--synthetic"):
+def test_unreachable_urls_explain_offline_options(tmp_path):
+    with pytest.raises(DataError, match=r"(?s)127\.0\.0\.1:9/x\.zip.*--source.*--synthetic"):
         prepare_data(root=tmp_path / "balloon", urls=["http://127.0.0.1:9/x.zip"])
     assert not list(tmp_path.iterdir())
+
+
+def test_local_archive_from_argument_or_environment(tmp_path, synthetic_zip, monkeypatch, capsys):
+    """The library looks only where it is told: the argument, else $BALLOONDET_LOCAL_ARCHIVE."""
+    offline = ["http://127.0.0.1:9/x.zip"]  # any download attempt fails
+    prepare_data(root=tmp_path / "a" / "balloon", urls=offline, local_archive=synthetic_zip)
+    assert f"using the local copy {synthetic_zip}" in capsys.readouterr().out
+    monkeypatch.setenv(LOCAL_ARCHIVE_ENV, str(synthetic_zip))
+    root = prepare_data(root=tmp_path / "b" / "balloon", urls=offline)
+    assert (root / "train.json").read_text() == (tmp_path / "a" / "balloon" / "train.json").read_text()
+    monkeypatch.setenv(LOCAL_ARCHIVE_ENV, str(tmp_path / "missing.zip"))
+    with pytest.raises(DataError, match="could not download"):
+        prepare_data(root=tmp_path / "c" / "balloon", urls=offline)
+    assert "no local copy of the archive at" in capsys.readouterr().out
+
+
+def test_cli_data_takes_the_local_archive(tmp_path, synthetic_zip, capsys):
+    root = tmp_path / "balloon"
+    assert main(["data", "--data-root", str(root), "--local-archive", str(synthetic_zip)]) == 0
+    assert f"using the local copy {synthetic_zip}" in capsys.readouterr().out
+    assert (root / "val.json").is_file()
 
 
 def test_interrupted_download_leaves_no_file(tmp_path, http_server):
@@ -75,7 +95,7 @@ def test_interrupted_download_leaves_no_file(tmp_path, http_server):
             pass
 
     base = http_server(tmp_path, handler=Truncating)
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match=r"balloon_dataset\.zip: download incomplete \(1000 of 1000000 bytes\)"):
         download(f"{base}/balloon_dataset.zip", tmp_path / "dl" / "balloon_dataset.zip", progress=False)
     assert not list((tmp_path / "dl").iterdir())
 
@@ -107,7 +127,7 @@ def test_truncated_zip_is_refused_and_root_untouched(tmp_path, synthetic_zip):
     bad.write_bytes(synthetic_zip.read_bytes()[: synthetic_zip.stat().st_size // 2])
     root = prepare_data(source=synthetic_zip, root=tmp_path / "balloon")
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    with pytest.raises(BalloonDataError, match=r"truncated\.zip"):
+    with pytest.raises(DataError, match=r"truncated\.zip"):
         prepare_data(source=bad, root=root)
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # still the good dataset
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -116,7 +136,7 @@ def test_truncated_zip_is_refused_and_root_untouched(tmp_path, synthetic_zip):
 @pytest.mark.parametrize("name", ["../evil.txt", "balloon/../../evil.txt", "/abs/evil.txt"])
 def test_path_traversal_is_refused(tmp_path, name):
     bad = _zip_with(tmp_path / "evil.zip", [("balloon/train/via_region_data.json", "{}"), (name, "x")])
-    with pytest.raises(BalloonDataError, match="outside the archive folder"):
+    with pytest.raises(DataError, match="outside the archive folder"):
         prepare_data(source=bad, root=tmp_path / "out" / "balloon")
     assert not (tmp_path / "evil.txt").exists()
     assert not (tmp_path / "out" / "balloon").exists()
@@ -128,13 +148,13 @@ def test_symlink_entry_is_refused(tmp_path):
         info = zipfile.ZipInfo("balloon/train/link")
         info.external_attr = (0o120777 << 16)
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(BalloonDataError, match="symbolic link"):
+    with pytest.raises(DataError, match="symbolic link"):
         safe_extract(path, tmp_path / "x")
 
 
 def test_wrong_layout_is_refused(tmp_path):
     bad = _zip_with(tmp_path / "other.zip", [("photos/a.jpg", "x")])
-    with pytest.raises(BalloonDataError, match="not the balloon layout"):
+    with pytest.raises(DataError, match="not the balloon layout"):
         prepare_data(source=bad, root=tmp_path / "balloon")
     assert not (tmp_path / "balloon").exists()
 
@@ -165,3 +185,18 @@ def test_plot_dataset_writes_figure(tmp_path, synthetic_root):
     drawn = [ax for ax in fig.axes if ax.images]
     assert len(drawn) == 4
     assert all(ax.patches for ax in drawn if "(0 balloons)" not in ax.get_title())
+
+
+def test_the_app_layer_offers_the_shared_copy_beside_the_checkout(tmp_path, monkeypatch):
+    """The CLI and the notebooks (not the library) look at ../shared/data/balloon_dataset.zip."""
+    from balloondet.defaults import SHARED_ARCHIVE, app_local_archive
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    assert app_local_archive() is None
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "balloon_dataset.zip").write_bytes(b"PK")
+    assert app_local_archive() == SHARED_ARCHIVE
+    monkeypatch.setenv(LOCAL_ARCHIVE_ENV, "/elsewhere/balloon_dataset.zip")
+    assert app_local_archive() == "/elsewhere/balloon_dataset.zip"

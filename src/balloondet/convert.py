@@ -13,15 +13,16 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Tuple
 
-from .io import BalloonDataError, image_size, write_json_atomic
+from .errors import DataError
+from .io import image_size, write_json_atomic
 
 DEFAULT_CLASS = "balloon"
 CURVE_VERTICES = 32  # vertices used to turn a circle or an ellipse into a polygon
 SUPPORTED_SHAPES = ("polygon", "rect", "circle", "ellipse")
 
-Point = tuple[float, float]
+Point = Tuple[float, float]  # typing.Tuple: evaluated at import, also on Python 3.8
 
 
 # --- geometry -------------------------------------------------------------------------
@@ -32,7 +33,7 @@ def shape_to_polygon(shape: dict, where: str) -> list[Point] | None:
         if name == "polygon":
             xs, ys = shape["all_points_x"], shape["all_points_y"]
             if len(xs) != len(ys):
-                raise BalloonDataError(f"{where}: polygon has {len(xs)} x but {len(ys)} y coordinates")
+                raise DataError(f"{where}: polygon has {len(xs)} x but {len(ys)} y coordinates")
             points = [(float(x), float(y)) for x, y in zip(xs, ys)]
             if len(points) > 1 and points[0] == points[-1]:
                 points = points[:-1]  # VIA often repeats the first vertex to close the ring
@@ -47,9 +48,9 @@ def shape_to_polygon(shape: dict, where: str) -> list[Point] | None:
             cx, cy, rx, ry = (float(shape[k]) for k in ("cx", "cy", "rx", "ry"))
             return _ellipse(cx, cy, rx, ry, float(shape.get("theta", 0.0)))
     except KeyError as err:
-        raise BalloonDataError(f"{where}: {name} region without its {err.args[0]!r} points") from None
+        raise DataError(f"{where}: {name} region without its {err.args[0]!r} points") from None
     except (TypeError, ValueError) as err:
-        raise BalloonDataError(f"{where}: {name} region has non-numeric points ({err})") from None
+        raise DataError(f"{where}: {name} region has non-numeric points ({err})") from None
     return None
 
 
@@ -119,17 +120,17 @@ def load_via(via_json: str | Path) -> list[dict]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BalloonDataError(f"{path}: VIA annotation file not found") from None
+        raise DataError(f"{path}: VIA annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BalloonDataError(f"{path}: not valid JSON ({err})") from None
+        raise DataError(f"{path}: not valid JSON ({err})") from None
     if isinstance(data, dict) and "_via_img_metadata" in data:
         data = data["_via_img_metadata"]  # VIA 2.x project file
     if not isinstance(data, dict):
-        raise BalloonDataError(f"{path}: expected a JSON object of VIA image entries, got {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON object of VIA image entries, got {type(data).__name__}")
     entries = []
     for key, entry in data.items():
         if not isinstance(entry, dict) or "filename" not in entry:
-            raise BalloonDataError(f"{path}: entry {key!r} is not a VIA image entry (no 'filename')")
+            raise DataError(f"{path}: entry {key!r} is not a VIA image entry (no 'filename')")
         entries.append({"key": key, **entry})
     return entries
 
@@ -141,7 +142,7 @@ def _regions(entry: dict, where: str) -> list[tuple[str, dict]]:
     elif isinstance(regions, list):  # VIA 2.x
         items = [(str(i), r) for i, r in enumerate(regions)]
     else:
-        raise BalloonDataError(f"{where}: 'regions' must be a list or an object")
+        raise DataError(f"{where}: 'regions' must be a list or an object")
     return items
 
 
@@ -150,10 +151,10 @@ def _class_of(region: dict, attribute: str, where: str) -> str:
     if isinstance(value, dict):  # VIA 2.x checkbox attribute: {"balloon": true}
         chosen = [k for k, v in value.items() if v]
         if len(chosen) != 1:
-            raise BalloonDataError(f"{where}: attribute {attribute!r} must select exactly one class, got {chosen}")
+            raise DataError(f"{where}: attribute {attribute!r} must select exactly one class, got {chosen}")
         value = chosen[0]
     if value is None or str(value).strip() == "":
-        raise BalloonDataError(f"{where}: region has no value for class attribute {attribute!r}")
+        raise DataError(f"{where}: region has no value for class attribute {attribute!r}")
     return str(value).strip()
 
 
@@ -179,11 +180,11 @@ def via_to_coco(
                 skipped.setdefault(name, []).append(rwhere)
                 continue
             if len(points) < 3:
-                raise BalloonDataError(f"{rwhere}: {shape['name']} needs at least 3 points, has {len(points)}")
+                raise DataError(f"{rwhere}: {shape['name']} needs at least 3 points, has {len(points)}")
             clipped = clip_polygon(points, width, height)
             area = polygon_area(clipped) if len(clipped) >= 3 else 0.0
             if area <= 0:
-                raise BalloonDataError(f"{rwhere}: {shape['name']} has no area inside the {width}x{height} image")
+                raise DataError(f"{rwhere}: {shape['name']} has no area inside the {width}x{height} image")
             label = _class_of(region, class_attribute, rwhere) if class_attribute else DEFAULT_CLASS
             pending.append((image_id, label, clipped, area))
     for name, places in skipped.items():

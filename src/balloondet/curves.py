@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .io import BalloonDataError, save_figure
+from . import defaults
+from .errors import DataError
+from .io import save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -15,7 +21,7 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """
     files = sorted(Path(work_dir).glob("*/vis_data/scalars.json"))
     if not files:
-        raise BalloonDataError(f"{work_dir}: no */vis_data/scalars.json; is this a training work dir?")
+        raise DataError(f"{work_dir}: no */vis_data/scalars.json; is this a training work dir?")
     train, val = {}, {}
     for f in files:
         for line in f.read_text().splitlines():
@@ -29,13 +35,14 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
     return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
 
 
-def plot_curves(work_dir: str | Path, out: str | Path | None = "figures/training_curves.png"):
+def plot_curves(work_dir: str | Path, out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.CURVES_FIGURE}",
+                ) -> Figure:
     """Loss terms, learning rate and val bbox mAP against epoch; returns the figure."""
     import matplotlib.pyplot as plt
 
     train, val = read_scalars(work_dir)
     if not train:
-        raise BalloonDataError(f"{work_dir}: the logs hold no training iterations yet")
+        raise DataError(f"{work_dir}: the logs hold no training iterations yet")
     iters_per_epoch = max(r["iter"] for r in train) / max(r["epoch"] for r in train)
     x = [r["iter"] / iters_per_epoch for r in train]
     fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=(15, 4))

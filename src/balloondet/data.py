@@ -4,9 +4,14 @@
 json) and ``ROOT/train.json``, ``ROOT/val.json`` (COCO). Nothing reaches ``ROOT`` before
 the archive was tested, its layout checked and both splits converted: the work happens
 in a temporary folder beside ``ROOT`` that is renamed at the end.
+
+Without a ``source``, a local copy of the official archive is used before any download:
+the ``local_archive`` argument, else the file named by ``$BALLOONDET_LOCAL_ARCHIVE``.
 """
 from __future__ import annotations
 
+import http.client
+import os
 import shutil
 import stat
 import tempfile
@@ -14,52 +19,59 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import Sequence
 
+from . import defaults
 from .convert import convert
-from .io import BalloonDataError, atomic_path
+from .errors import DataError
+from .io import atomic_path
 from .synthetic import make_synthetic_dataset
 
 OFFICIAL_URLS = (
     "https://github.com/matterport/Mask_RCNN/releases/download/v2.1/balloon_dataset.zip",
     "https://download.openmmlab.com/mmyolo/data/balloon_dataset.zip",  # mirror
 )
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# A local copy of the official archive, used before any download when present.
-LOCAL_ARCHIVES = (REPO_ROOT.parent / "shared" / "data" / "balloon_dataset.zip",)
-DEFAULT_ROOT = Path("data/balloon")
+ARCHIVE_NAME = "balloon_dataset.zip"
 SPLITS = ("train", "val")
 VIA_FILE = "via_region_data.json"
 
 
 # --- download -------------------------------------------------------------------------
 def download(url: str, dest: str | Path, timeout: float = 30.0, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar; ``dest`` appears only when complete."""
+    """Download ``url`` to ``dest`` with a progress bar; ``dest`` appears only when complete.
+
+    A refused, failed or interrupted transfer raises ``DataError`` naming the URL.
+    """
     from tqdm.auto import tqdm
 
     dest = Path(dest)
     with atomic_path(dest) as tmp:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                            desc=f"download {PurePosixPath(url).name}",
-                                            disable=not progress) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                desc=f"download {PurePosixPath(url).name}",
+                                                disable=not progress) as bar:
+                    while chunk := resp.read(1 << 20):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            # e.g. HTTPError 404, connection refused, IncompleteRead when the server hangs up early
+            raise DataError(f"{url}: download failed ({getattr(err, 'reason', None) or err!r})") from None
         if total is not None and tmp.stat().st_size != total:
-            raise BalloonDataError(f"{url}: download incomplete ({tmp.stat().st_size} of {total} bytes)")
+            raise DataError(f"{url}: download incomplete ({tmp.stat().st_size} of {total} bytes)")
     return dest
 
 
-def download_first(urls, dest: str | Path, timeout: float = 30.0) -> Path:
+def download_first(urls: Sequence[str], dest: str | Path, timeout: float = 30.0) -> Path:
     """Try each URL in turn; the error lists every failure and what to do offline."""
     errors = []
     for url in urls:
         try:
             return download(url, dest, timeout=timeout)
-        except (urllib.error.URLError, OSError, BalloonDataError) as err:
-            errors.append(f"  {url}: {getattr(err, 'reason', err)}")
-    raise BalloonDataError(
+        except DataError as err:
+            errors.append(f"  {err}")
+    raise DataError(
         "could not download the balloon dataset:\n" + "\n".join(errors) + "\n"
         "Offline? Use a local copy with `balloondet data --source path/to/balloon_dataset.zip` "
         "(or an extracted folder), or run everything on generated data with `balloondet data --synthetic`."
@@ -73,21 +85,22 @@ def safe_extract(zip_path: str | Path, dest: str | Path) -> Path:
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as err:
-        raise BalloonDataError(f"{zip_path}: not a readable zip archive ({err})") from None
+        raise DataError(f"{zip_path}: not a readable zip archive ({err})") from None
     with zf:
         for info in zf.infolist():
             name = info.filename
             parts = PurePosixPath(name.replace("\\", "/")).parts
             if name.startswith(("/", "\\")) or (parts and parts[0].endswith(":")) or ".." in parts:
-                raise BalloonDataError(f"{zip_path}: entry {name!r} points outside the archive folder; refusing to extract")
+                raise DataError(f"{zip_path}: entry {name!r} points outside the archive folder; "
+                                "refusing to extract")
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise BalloonDataError(f"{zip_path}: entry {name!r} is a symbolic link; refusing to extract")
+                raise DataError(f"{zip_path}: entry {name!r} is a symbolic link; refusing to extract")
         try:
             bad = zf.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as err:  # truncated archives fail here
-            raise BalloonDataError(f"{zip_path}: archive is damaged ({err})") from None
+            raise DataError(f"{zip_path}: archive is damaged ({err})") from None
         if bad is not None:
-            raise BalloonDataError(f"{zip_path}: entry {bad!r} fails its CRC check; the archive is damaged")
+            raise DataError(f"{zip_path}: entry {bad!r} fails its CRC check; the archive is damaged")
         zf.extractall(dest)
     return dest
 
@@ -100,7 +113,8 @@ def find_layout(folder: str | Path) -> Path:
         if all((cand / s / VIA_FILE).is_file() for s in SPLITS):
             return cand
     expected = ", ".join(f"{s}/{VIA_FILE}" for s in SPLITS)
-    raise BalloonDataError(f"{folder}: not the balloon layout; expected {expected} (optionally inside one folder such as balloon/)")
+    raise DataError(f"{folder}: not the balloon layout; expected {expected} "
+                    "(optionally inside one folder such as balloon/)")
 
 
 # --- the step -------------------------------------------------------------------------
@@ -117,25 +131,31 @@ def _is_url(source: str) -> bool:
 
 def download_data(
     source: str | Path | None = None,
-    root: str | Path = DEFAULT_ROOT,
+    root: str | Path = defaults.DATA_ROOT,
     synthetic: bool = False,
     seed: int = 0,
-    urls=OFFICIAL_URLS,
+    urls: Sequence[str] = OFFICIAL_URLS,
     cache_dir: str | Path | None = None,
+    local_archive: str | Path | None = None,
 ) -> Path:
     """Bring the raw VIA layout (``ROOT/train``, ``ROOT/val``) into ``root``; returns ``root``.
 
-    ``source`` is a URL, a local ``.zip`` or an extracted folder. Without one, a local copy
-    of the official archive is used when present, else the official URLs are downloaded.
-    ``synthetic`` writes generated data instead. ``root`` is replaced only at the end.
-    A downloaded archive is kept in ``cache_dir`` (default: next to ``root``).
+    A part of ``prepare_data``, which is the step: on its own this replaces ``root`` with
+    unconverted data. ``source`` is a URL, a local ``.zip`` or an extracted folder. Without
+    one, a local copy of the official archive is used when present (``local_archive``, else
+    ``$BALLOONDET_LOCAL_ARCHIVE``), else the official URLs are downloaded. ``synthetic``
+    writes generated data instead. ``root`` is replaced only at the end. A downloaded
+    archive is kept in ``cache_dir`` (default: next to ``root``).
     """
     root = Path(root)
     cache_dir = Path(cache_dir) if cache_dir else root.parent
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
         tmp = Path(tmp)
-        layout = make_synthetic_dataset(tmp / "synthetic", seed=seed) if synthetic else _fetch(source, urls, cache_dir, tmp)
+        if synthetic:
+            layout = make_synthetic_dataset(tmp / "synthetic", seed=seed)
+        else:
+            layout = _fetch(source, urls, cache_dir, tmp, local_archive)
         staged = tmp / "staged"
         staged.mkdir()
         for split in SPLITS:
@@ -144,7 +164,7 @@ def download_data(
     return root
 
 
-def convert_data(root: str | Path = DEFAULT_ROOT) -> dict:
+def convert_data(root: str | Path = defaults.DATA_ROOT) -> dict[str, dict]:
     """VIA -> COCO for both splits: ``ROOT/train.json`` and ``ROOT/val.json``."""
     root = Path(root)
     cocos = {}
@@ -156,16 +176,18 @@ def convert_data(root: str | Path = DEFAULT_ROOT) -> dict:
 
 def prepare_data(
     source: str | Path | None = None,
-    root: str | Path = DEFAULT_ROOT,
+    root: str | Path = defaults.DATA_ROOT,
     synthetic: bool = False,
     seed: int = 0,
-    urls=OFFICIAL_URLS,
+    urls: Sequence[str] = OFFICIAL_URLS,
     force: bool = False,
+    local_archive: str | Path | None = None,
 ) -> Path:
-    """``download_data`` then ``convert_data``; returns ``root``.
+    """The data step: ``download_data`` then ``convert_data`` in a staging folder; returns ``root``.
 
-    Without ``source``, ``synthetic`` or ``force``, a ``root`` that already holds both
-    COCO files is reused as it is.
+    ``root`` is replaced only once both splits converted. Without ``source``, ``synthetic``
+    or ``force``, a ``root`` that already holds both COCO files is reused as it is.
+    ``local_archive``: see ``download_data``.
     """
     root = Path(root)
     if not force and source is None and not synthetic and all((root / f"{s}.json").is_file() for s in SPLITS):
@@ -174,21 +196,34 @@ def prepare_data(
     # Convert in a staging copy first, so that bad annotations never replace a good dataset.
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{root.name}.", dir=root.parent) as tmp:
-        staged = download_data(source, Path(tmp) / "dataset", synthetic, seed, urls, cache_dir=root.parent)
+        staged = download_data(source, Path(tmp) / "dataset", synthetic, seed, urls, cache_dir=root.parent,
+                               local_archive=local_archive)
         convert_data(staged)
         _move_into_place(staged, root)
     print(f"dataset ready in {root}")
     return root
 
 
-def _fetch(source, urls, cache_dir: Path, tmp: Path) -> Path:
+def _local_copy(cached: Path, local_archive: str | Path | None) -> Path | None:
+    """The archive to use instead of a download: one cached by an earlier download, else the local copy."""
+    if cached.is_file():
+        return cached
+    local = local_archive or os.environ.get(defaults.LOCAL_ARCHIVE_ENV)
+    if not local:
+        return None
+    if Path(local).is_file():
+        return Path(local)
+    print(f"no local copy of the archive at {local}")
+    return None
+
+
+def _fetch(source: str | Path | None, urls: Sequence[str], cache_dir: Path, tmp: Path,
+           local_archive: str | Path | None = None) -> Path:
     """Bring the raw VIA layout into ``tmp``; returns the folder holding train/ and val/."""
-    archive = None
-    cached = cache_dir / "balloon_dataset.zip"
+    cached = cache_dir / ARCHIVE_NAME
     if source is None:
-        local = [p for p in (cached, *LOCAL_ARCHIVES) if p.is_file()]
-        if local:
-            archive = local[0]
+        archive = _local_copy(cached, local_archive)
+        if archive:
             print(f"using the local copy {archive}")
         else:
             archive = download_first(urls, cached)
@@ -203,6 +238,6 @@ def _fetch(source, urls, cache_dir: Path, tmp: Path) -> Path:
                 shutil.copytree(layout / split, copy / split)
             return copy
         if not path.is_file():
-            raise BalloonDataError(f"{path}: no such archive or folder (--source takes a URL, a .zip or a folder)")
+            raise DataError(f"{path}: no such archive or folder (--source takes a URL, a .zip or a folder)")
         archive = path
     return find_layout(safe_extract(archive, tmp / "extract"))

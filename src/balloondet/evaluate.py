@@ -3,23 +3,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import BalloonDataError, write_json_atomic
-from .checkpoint import allow_mmengine_checkpoints
-from .train import build_config, use_device
+from . import defaults
+from .checkpoint import allow_mmengine_checkpoints, fit_check_hook
+from .config import build_config, pick_device, runner_device
+from .errors import ModelError
+from .io import write_json_atomic
 
 COCO_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
 
 
-def test(config, checkpoint, work_dir=None, device="auto", cfg_options=None, data_root=None) -> dict:
+def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: str | Path | None = None,
+                        device: str = defaults.DEVICE, cfg_options: dict | None = None,
+                        data_root: str | Path | None = None) -> dict[str, float]:
     """Evaluate ``checkpoint``; prints the 12-line COCO summary and returns the metrics.
 
     Also writes ``WORK_DIR/test_metrics.json`` and the raw detections
-    ``WORK_DIR/test_detections.bbox.json`` (COCO results format).
+    ``WORK_DIR/test_detections.bbox.json`` (COCO results format). (The CLI verb is `test`.)
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise BalloonDataError(f"checkpoint not found: {checkpoint}")
-    use_device(device)
+        raise ModelError(f"checkpoint not found: {checkpoint}")
+    device = pick_device(device)
     cfg = build_config(config, work_dir=work_dir or checkpoint.parent, cfg_options=cfg_options, data_root=data_root)
     cfg.load_from = str(checkpoint)
     cfg.test_evaluator.outfile_prefix = str(Path(cfg.work_dir) / "test_detections")
@@ -30,8 +34,10 @@ def test(config, checkpoint, work_dir=None, device="auto", cfg_options=None, dat
 
     register_all_modules()
     allow_mmengine_checkpoints()
-    runner = Runner.from_cfg(cfg)
-    metrics = {k: float(v) for k, v in runner.test().items()}
+    with runner_device(device):
+        runner = Runner.from_cfg(cfg)
+        runner.register_hook(fit_check_hook())  # the checkpoint must fit the model
+        metrics = {k: float(v) for k, v in runner.test().items()}
     if not metrics:  # CocoMetric returns nothing when no box passed the score threshold
         print("no detections at all on the val split: every COCO metric is 0")
         metrics = {f"coco/{k}": 0.0 for k in COCO_KEYS}
@@ -41,7 +47,7 @@ def test(config, checkpoint, work_dir=None, device="auto", cfg_options=None, dat
     return metrics
 
 
-def metrics_table(metrics: dict) -> str:
+def metrics_table(metrics: dict[str, float]) -> str:
     """A small Markdown table of the headline COCO numbers."""
     rows = [(k.replace("coco/", ""), v) for k, v in metrics.items() if k.replace("coco/", "") in COCO_KEYS]
     return "| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" for k, v in rows)

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
-from .io import BalloonDataError, save_figure
-from .model import load_model
+from . import defaults
+from .errors import ConfigError
+from .io import read_image, save_figure
+from .model import get_layer, load_model
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from matplotlib.figure import Figure
+    from mmdet.models.detectors import BaseDetector
+    from mmdet.structures import DetDataSample
 
 DISPLAY_SIZE = 640
+MODULES = ("backbone", "neck")
 REDUCTIONS = {"mean": "squeeze_mean", "max": "select_max", "topk": None}
 
 
@@ -21,31 +32,23 @@ REDUCTIONS = {"mean": "squeeze_mean", "max": "select_max", "topk": None}
 class FeatureMap:
     layer: str  # module name inside the detector, e.g. "neck.out_convs.2"
     stride: int  # input pixels per feature-map cell
-    tensor: "torch.Tensor"  # (C, H, W) for the padded network input  # noqa: F821
+    tensor: torch.Tensor  # (C, H, W) for the padded network input
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.tensor.shape)
 
 
-def output_layers(model, module: str) -> list[str]:
+def output_layers(model: BaseDetector, module: str) -> list[str]:
     """Names of the submodules whose outputs are ``module``'s three outputs."""
     if module == "backbone":
         return [f"backbone.stage{i}" for i in model.backbone.out_indices]
     if module == "neck":
         return [f"neck.out_convs.{i}" for i in range(len(model.neck.out_convs))]
-    raise BalloonDataError(f"unknown module {module!r}: choose backbone or neck")
+    raise ConfigError(f"unknown module {module!r}: choose {' or '.join(MODULES)}")
 
 
-def get_layer(model, name: str):
-    try:
-        return model.get_submodule(name.replace("[", ".").replace("]", ""))
-    except AttributeError:
-        names = [n for n, _ in model.named_modules() if n.startswith(("backbone.stage", "neck.")) and n.count(".") <= 2]
-        raise BalloonDataError(f"unknown layer name {name!r}; for example: {', '.join(names[:12])} ...") from None
-
-
-def capture(model, image, layers: list[str]):
+def capture(model: BaseDetector, image: str | Path, layers: list[str]) -> tuple[list[FeatureMap], DetDataSample]:
     """Run ``model`` on ``image`` (path) with hooks on ``layers``.
 
     Returns ``(feature maps, data sample)``; the sample carries the prediction and the
@@ -68,14 +71,15 @@ def capture(model, image, layers: list[str]):
     return maps, sample
 
 
-def draw(fmap: FeatureMap, image, img_shape, reduction: str = "mean", topk: int = 4):
+def draw(fmap: FeatureMap, image: np.ndarray, img_shape: tuple[int, int], reduction: str = "mean",
+         topk: int = 4) -> np.ndarray:
     """RGB overlay of one feature map on the original image."""
     import math
 
     from mmengine.visualization import Visualizer
 
     if reduction not in REDUCTIONS:
-        raise BalloonDataError(f"unknown reduction {reduction!r}: choose {', '.join(REDUCTIONS)}")
+        raise ConfigError(f"unknown reduction {reduction!r}: choose {', '.join(REDUCTIONS)}")
     h = math.ceil(img_shape[0] / fmap.stride)
     w = math.ceil(img_shape[1] / fmap.stride)
     valid = fmap.tensor[:, :h, :w]  # drop the cells that only saw padding
@@ -86,7 +90,8 @@ def draw(fmap: FeatureMap, image, img_shape, reduction: str = "mean", topk: int 
     return Visualizer.draw_featmap(valid, image, channel_reduction=REDUCTIONS[reduction])
 
 
-def plot_module(maps: list[FeatureMap], image, img_shape, module: str, reduction="mean", topk=4, out=None):
+def plot_module(maps: list[FeatureMap], image: np.ndarray, img_shape: tuple[int, int], module: str,
+                reduction: str = "mean", topk: int = 4, out: str | Path | None = None) -> Figure:
     """One figure per module: a panel per output, titled by layer, stride and shape."""
     import matplotlib.pyplot as plt
 
@@ -101,13 +106,15 @@ def plot_module(maps: list[FeatureMap], image, img_shape, module: str, reduction
     return save_figure(fig, out, dpi=80)
 
 
-def featmap(config, checkpoint, image, modules=("backbone", "neck"), reduction="mean", topk=4,
-            out="figures", device="auto", model=None) -> dict:
+def featmap(config: str | Path, checkpoint: str | Path | None, image: str | Path, modules: Sequence[str] = MODULES,
+            reduction: str = "mean", topk: int = 4, out: str | Path | None = defaults.FIGURES_DIR,
+            device: str = defaults.DEVICE, model: BaseDetector | None = None,
+            ) -> dict[str, tuple[list[FeatureMap], Figure]]:
     """Feature-map figures ``OUT/<module>_visualization.png``; returns {module: (maps, figure)}."""
     import mmcv
 
-    from .predict import read_image
-
+    if reduction not in REDUCTIONS:  # before the model loads
+        raise ConfigError(f"unknown reduction {reduction!r}: choose {', '.join(REDUCTIONS)}")
     img = read_image(image)
     if max(img.shape[:2]) > DISPLAY_SIZE:  # drawing over a 2048 px photo is slow and shows nothing more
         img = mmcv.imrescale(img, (DISPLAY_SIZE, DISPLAY_SIZE))
@@ -115,7 +122,7 @@ def featmap(config, checkpoint, image, modules=("backbone", "neck"), reduction="
     results = {}
     for module in modules:
         maps, sample = capture(model, image, output_layers(model, module))
-        path = Path(out) / f"{module}_visualization.png" if out is not None else None
+        path = Path(out) / defaults.FEATMAP_FIGURE.format(module=module) if out is not None else None
         fig = plot_module(maps, img, sample.metainfo["img_shape"], module, reduction, topk, path)
         results[module] = (maps, fig)
         if path is not None:

@@ -1,24 +1,31 @@
-"""Regenerate every README figure from a run's work dir (`balloondet figures WORK_DIR`)."""
+"""Regenerate every README figure from a run's work dir (`balloondet figures WORK_DIR`).
+
+An orchestrator above the steps: it calls plot_dataset, curves, predict, featmap and cam.
+"""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
 
-from .io import BalloonDataError
+from . import defaults
+from .errors import DataError
 
 
-def run_config(work_dir) -> Path:
+def run_config(work_dir: str | Path) -> Path:
     """The config that mmengine saved into the work dir when the run started."""
     configs = sorted(Path(work_dir).glob("*.py"))
     if not configs:
-        raise BalloonDataError(f"{work_dir}: no saved config (*.py); is this a training work dir?")
+        raise DataError(f"{work_dir}: no saved config (*.py); is this a training work dir?")
     return configs[0]
 
 
-def example_image(data_root="data/balloon", split="val") -> Path:
+def example_image(data_root: str | Path = defaults.DATA_ROOT, split: str = "val") -> Path:
     """A val image worth showing: the one with the most labelled balloons (ties: first by name)."""
-    coco = json.loads((Path(data_root) / f"{split}.json").read_text())
+    ann_file = Path(data_root) / f"{split}.json"
+    if not ann_file.is_file():
+        raise DataError(f"{ann_file} not found; convert the dataset first (`balloondet data`)")
+    coco = json.loads(ann_file.read_text())
     counts = {img["id"]: 0 for img in coco["images"]}
     for ann in coco["annotations"]:
         counts[ann["image_id"]] += 1
@@ -26,12 +33,13 @@ def example_image(data_root="data/balloon", split="val") -> Path:
     return Path(data_root) / split / best["file_name"]
 
 
-def make_figures(work_dir, data_root="data/balloon", image=None, out="figures", device="auto",
-                 cam_method="gradcam", score_thr=0.3) -> list[Path]:
+def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT, image: str | Path | None = None,
+                 out: str | Path = defaults.FIGURES_DIR, device: str = defaults.DEVICE,
+                 cam_method: str = defaults.CAM_METHOD, score_thr: float = defaults.SCORE_THR) -> list[Path]:
     """dataset, training curves, prediction, backbone/neck feature maps and Grad-CAM figures."""
     from .cam import cam
     from .curves import plot_curves
-    from .featmap import featmap
+    from .featmap import MODULES, featmap
     from .model import find_checkpoint, load_model
     from .plot_dataset import plot_dataset
     from .predict import predict
@@ -40,13 +48,13 @@ def make_figures(work_dir, data_root="data/balloon", image=None, out="figures", 
     config = run_config(work_dir)
     image = Path(image) if image else example_image(data_root)
     model = load_model(config, find_checkpoint(work_dir), device)
-    plot_dataset(data_root, out=out / "dataset.png")
-    plot_curves(work_dir, out=out / "training_curves.png")
+    written = [out / defaults.DATASET_FIGURE, out / defaults.CURVES_FIGURE, out / defaults.PREDICTION_FIGURE,
+               *(out / defaults.FEATMAP_FIGURE.format(module=m) for m in MODULES), out / defaults.CAM_FIGURE]
+    plot_dataset(data_root, out=out / defaults.DATASET_FIGURE)
+    plot_curves(work_dir, out=out / defaults.CURVES_FIGURE)
     predict(config, None, image, score_thr=score_thr, out=Path(work_dir) / "predict", model=model)
-    shutil.copyfile(Path(work_dir) / "predict" / image.name, out / "balloon.jpg")
-    featmap(config, None, image, out=out, model=model)
-    cam(config, None, image, method=cam_method, score_thr=score_thr, out=out / "grad_visualization.png", model=model)
-    written = [out / n for n in ("dataset.png", "training_curves.png", "balloon.jpg", "backbone_visualization.png",
-                                 "neck_visualization.png", "grad_visualization.png")]
+    shutil.copyfile(Path(work_dir) / "predict" / image.name, out / defaults.PREDICTION_FIGURE)
+    featmap(config, None, image, modules=MODULES, out=out, model=model)
+    cam(config, None, image, method=cam_method, score_thr=score_thr, out=out / defaults.CAM_FIGURE, model=model)
     print("wrote " + ", ".join(str(p) for p in written))
     return written

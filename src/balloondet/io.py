@@ -1,4 +1,4 @@
-"""Small file helpers shared by the steps: clear errors and atomic writes."""
+"""File helpers shared by the steps: images (EXIF-aware), atomic writes, figures."""
 from __future__ import annotations
 
 import contextlib
@@ -6,14 +6,48 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+from .errors import BalloonDataError, DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+__all__ = ["BalloonDataError", "DataError", "IMAGE_SUFFIXES", "atomic_path", "image_size", "list_images",
+           "read_image", "save_figure", "write_json_atomic"]
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-class BalloonDataError(ValueError):
-    """Bad input data; the message names the file and the entry."""
+def list_images(source: str | Path) -> list[Path]:
+    """The images of a folder (sorted by name), or ``[source]`` for one image file."""
+    source = Path(source)
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return images
+    if not source.is_file():
+        raise DataError(f"image not found: {source}")
+    return [source]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8, EXIF rotation applied like mmcv's loader; a clear error when unreadable."""
+    import mmcv
+
+    if not Path(path).is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        img = mmcv.imread(str(path), channel_order="rgb")
+    except Exception as err:  # noqa: BLE001  (mmcv raises several types)
+        raise DataError(f"unreadable image {path} ({err})") from None
+    if img is None:
+        raise DataError(f"unreadable image {path}")
+    return img
 
 
 def image_size(path: str | Path, where: str = "") -> tuple[int, int]:
@@ -23,13 +57,13 @@ def image_size(path: str | Path, where: str = "") -> tuple[int, int]:
     path = Path(path)
     prefix = f"{where}: " if where else ""
     if not path.is_file():
-        raise BalloonDataError(f"{prefix}image not found: {path}")
+        raise DataError(f"{prefix}image not found: {path}")
     try:
         with Image.open(path) as im:
             width, height = im.size
             orientation = im.getexif().get(EXIF_ORIENTATION, 1)
     except (UnidentifiedImageError, OSError) as err:
-        raise BalloonDataError(f"{prefix}unreadable image {path} ({err})") from None
+        raise DataError(f"{prefix}unreadable image {path} ({err})") from None
     if orientation in TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return width, height
@@ -40,7 +74,8 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` only on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part" + suffix, dir=final.parent)  # real extension last
+    # the real extension goes last, for writers that pick the format from it
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part" + suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(tmp)
     umask = os.umask(0)
@@ -53,13 +88,14 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_json_atomic(obj, path: str | Path) -> Path:
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    """``obj`` as indented JSON at ``path``, which appears only once complete."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
     return Path(path)
 
 
-def save_figure(fig, out: str | Path | None, dpi: int = 80):
+def save_figure(fig: Figure, out: str | Path | None, dpi: int = 80) -> Figure:
     """Save a matplotlib figure (atomically) unless ``out`` is None.
 
     Outside Jupyter's inline backend the figure is also released from pyplot, so scripts and

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from . import defaults
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
 NOTEBOOKS = ("run.ipynb", "analyse.ipynb")
 
 
-def run_notebook(path, parameters: dict | None = None, out=None, cwd=None, log_output: bool = True):
+def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, out: str | Path | None = None,
+                 cwd: str | Path | None = None, log_output: bool = True) -> NotebookNode:
     """Execute one notebook with papermill; ``out`` defaults to the notebook itself."""
     import logging
 
@@ -22,7 +28,8 @@ def run_notebook(path, parameters: dict | None = None, out=None, cwd=None, log_o
                                       log_output=log_output, progress_bar=not log_output, kernel_name="python3")
 
 
-def run_notebooks(parameters: dict | None = None, names=NOTEBOOKS, folder=REPO_ROOT, out_dir=None,
+def run_notebooks(parameters: dict[str, Any] | None = None, names: Sequence[str] = NOTEBOOKS,
+                  folder: str | Path = defaults.SOURCE_ROOT, out_dir: str | Path | None = None,
                   log_output: bool = True) -> list[Path]:
     """Execute the notebooks in order with shared ``parameters``; returns the written paths."""
     written = []

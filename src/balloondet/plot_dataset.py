@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import defaults
+from .errors import DataError
 from .io import save_figure
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def plot_dataset(root: str | Path = "data/balloon", split: str = "train", n: int = 8,
-                 out: str | Path | None = "figures/dataset.png", cols: int = 4):
+
+def plot_dataset(root: str | Path = defaults.DATA_ROOT, split: str = "train", n: int = 8,
+                 out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.DATASET_FIGURE}", cols: int = 4) -> Figure:
     """Draw ``n`` images of ``split`` (evenly spread over the set) with their labels.
 
     Polygons are filled, boxes outlined; the title counts images and boxes. Returns the
@@ -19,6 +25,8 @@ def plot_dataset(root: str | Path = "data/balloon", split: str = "train", n: int
     from PIL import Image, ImageOps
 
     root = Path(root)
+    if not (root / f"{split}.json").is_file():
+        raise DataError(f"{root / f'{split}.json'} not found; convert the dataset first (`balloondet data`)")
     coco = json.loads((root / f"{split}.json").read_text())
     by_image = {img["id"]: [] for img in coco["images"]}
     for ann in coco["annotations"]:

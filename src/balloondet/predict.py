@@ -1,43 +1,19 @@
 """The `predict` step: detections on images, drawn by mmdet's visualizer and written as JSON."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
-from .io import BalloonDataError, atomic_path, write_json_atomic
+from . import defaults
+from .io import atomic_path, list_images, read_image, write_json_atomic
 from .model import load_model
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+if TYPE_CHECKING:
+    from mmdet.models.detectors import BaseDetector
+    from mmdet.structures import DetDataSample
 
 
-def list_images(source) -> list[Path]:
-    source = Path(source)
-    if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise BalloonDataError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return images
-    if not source.is_file():
-        raise BalloonDataError(f"image not found: {source}")
-    return [source]
-
-
-def read_image(path) -> "np.ndarray":  # noqa: F821
-    """RGB uint8, EXIF rotation applied like mmcv's loader; a clear error when unreadable."""
-    import mmcv
-
-    if not Path(path).is_file():
-        raise BalloonDataError(f"image not found: {path}")
-    try:
-        img = mmcv.imread(str(path), channel_order="rgb")
-    except Exception as err:  # noqa: BLE001  (mmcv raises several types)
-        raise BalloonDataError(f"unreadable image {path} ({err})") from None
-    if img is None:
-        raise BalloonDataError(f"unreadable image {path}")
-    return img
-
-
-def detections_of(data_sample, score_thr: float, classes) -> list[dict]:
+def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequence[str]) -> list[dict]:
     """Detections above ``score_thr`` in original-image pixels, best first."""
     pred = data_sample.pred_instances
     keep = pred.scores >= score_thr
@@ -48,8 +24,9 @@ def detections_of(data_sample, score_thr: float, classes) -> list[dict]:
     return sorted(out, key=lambda d: -d["score"])
 
 
-def predict(config, checkpoint, source, score_thr: float = 0.3, out="work_dirs/predict", device="auto",
-            model=None) -> list[dict]:
+def predict(config: str | Path, checkpoint: str | Path | None, source: str | Path,
+            score_thr: float = defaults.SCORE_THR, out: str | Path = defaults.PREDICT_DIR,
+            device: str = defaults.DEVICE, model: BaseDetector | None = None) -> list[dict]:
     """Detect balloons in an image or a folder of images.
 
     Writes ``OUT/<image name>`` with boxes, class and score drawn, and
@@ -79,6 +56,3 @@ def predict(config, checkpoint, source, score_thr: float = 0.3, out="work_dirs/p
     write_json_atomic(entries, out / "predictions.json")
     return entries
 
-
-def load_predictions(out) -> list[dict]:
-    return json.loads((Path(out) / "predictions.json").read_text())

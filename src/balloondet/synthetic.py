@@ -33,11 +33,13 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     for _ in range(rng.integers(0, 3)):  # trees: green round blobs, a near-miss for a balloon
         c = (int(rng.integers(0, width)), int(rng.integers(height // 2, height)))
         r = int(rng.integers(8, 30))
-        cv2.circle(img, c, r, tuple(float(v) for v in (rng.uniform(20, 60), rng.uniform(90, 150), rng.uniform(20, 60))), -1)
+        green = (rng.uniform(20, 60), rng.uniform(90, 150), rng.uniform(20, 60))
+        cv2.circle(img, c, r, tuple(float(v) for v in green), -1)
     return img
 
 
-def _balloon(rng, img, cx, cy, rx, ry, theta) -> list[tuple[int, int]]:
+def _balloon(rng: np.random.Generator, img: np.ndarray, cx: float, cy: float, rx: float, ry: float,
+             theta: float) -> list[tuple[int, int]]:
     import cv2
 
     color = np.array([0.0, 0.0, 0.0])
@@ -52,7 +54,8 @@ def _balloon(rng, img, cx, cy, rx, ry, theta) -> list[tuple[int, int]]:
     pts = np.array([[bx + sway * math.sin(k / 3), by + k * 4] for k in range(12)], np.int32)
     cv2.polylines(img, [pts], False, (200.0, 200.0, 200.0), 1, cv2.LINE_AA)
     cv2.circle(img, (int(bx), int(by)), 2, tuple(float(c * 0.7) for c in color), -1)
-    cv2.ellipse(img, (int(cx), int(cy)), (int(rx), int(ry)), deg, 0, 360, tuple(float(c) for c in color), -1, cv2.LINE_AA)
+    body = tuple(float(c) for c in color)
+    cv2.ellipse(img, (int(cx), int(cy)), (int(rx), int(ry)), deg, 0, 360, body, -1, cv2.LINE_AA)
     shade = tuple(float(c * 0.6) for c in color)
     cv2.ellipse(img, (int(cx), int(cy)), (int(rx), int(ry)), deg, 20, 160, shade, 2, cv2.LINE_AA)
     hx, hy = cx - rx * 0.35, cy - ry * 0.4  # specular highlight, upper left
@@ -67,7 +70,8 @@ def _balloon(rng, img, cx, cy, rx, ry, theta) -> list[tuple[int, int]]:
     return poly
 
 
-def make_image(rng: np.random.Generator, width: int, height: int, max_balloons: int = 3):
+def make_image(rng: np.random.Generator, width: int, height: int,
+               max_balloons: int = 3) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
     """One image (uint8 BGR) and its list of balloon polygons."""
     img = _background(rng, width, height)
     polygons = []

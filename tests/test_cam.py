@@ -1,0 +1,86 @@
+"""Grad-CAM pieces that need no trained model: the focus ratio, error handling, mmdet's private API."""
+import inspect
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from balloondet.cam import CAM_METHODS, cam_methods, format_focus, inside_outside_ratio, run_cam
+
+
+def test_inside_outside_ratio():
+    heatmap = np.zeros((10, 20), np.float32)
+    heatmap[:, :10] = 0.8  # the left half
+    heatmap[:, 10:] = 0.2
+    assert inside_outside_ratio(heatmap, np.array([[0, 0, 10, 10]])) == pytest.approx(4.0)
+    assert inside_outside_ratio(heatmap, np.array([[10, 0, 20, 10]])) == pytest.approx(0.25)
+    assert inside_outside_ratio(heatmap, np.array([[-5, -5, 10, 30]])) == pytest.approx(4.0)  # clipped to the image
+    heatmap[:, 10:] = 0
+    assert inside_outside_ratio(heatmap, np.array([[0, 0, 10, 10]])) > 1e5  # nothing outside: very large, finite
+
+
+@pytest.mark.parametrize("boxes", [np.array([[0, 0, 20, 10]]), np.array([[-3, -3, 25, 12]]),
+                                   np.array([[0, 0, 10, 10], [10, 0, 20, 10]]), np.zeros((0, 4))])
+def test_inside_outside_ratio_is_nan_when_undefined(boxes):
+    """Boxes covering the whole image (no outside) or nothing of it: nan, not an exception."""
+    ratio = inside_outside_ratio(np.random.default_rng(0).random((10, 20)), boxes)
+    assert math.isnan(ratio)
+    assert format_focus(ratio) == "n/a (the boxes cover the whole image)"
+    assert format_focus(2.345) == "2.35"
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+        torch.nn.init.constant_(self.conv.weight, 0.1)  # activations: positive around the lit pixels
+        torch.nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_run_cam_returns_the_first_images_map():
+    model = Tiny()
+    inputs = torch.zeros(1, 1, 8, 8)
+    inputs[..., 2:4, 2:4] = 1  # the only non-zero input pixels
+
+    def target(output):  # channel 0, top-left quadrant
+        return output[0, :4, :4].sum()
+
+    heatmap = run_cam(cam_methods()["gradcam"], model, [model.conv], inputs, [target])
+    assert heatmap.shape == (8, 8) and heatmap.min() == 0 and heatmap.max() == pytest.approx(1, abs=1e-5)
+    assert np.unravel_index(heatmap.argmax(), heatmap.shape) in {(2, 2), (2, 3), (3, 2), (3, 3)}  # on the lit pixels
+    assert heatmap[6:, 6:].max() == 0  # nothing where the input is dark
+
+
+def test_run_cam_raises_the_real_error():
+    """grad-cam's __exit__ swallows an IndexError raised in its `with` block; run_cam raises it."""
+    model = Tiny()
+
+    def target(output):
+        raise IndexError("target index 7 is out of range")
+
+    with pytest.raises(IndexError, match="target index 7 is out of range"):
+        run_cam(cam_methods()["gradcam"], model, [model.conv], torch.zeros(1, 1, 8, 8), [target])
+
+
+def test_every_cam_method_name_is_a_grad_cam_class():
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    methods = cam_methods()
+    assert list(methods) == list(CAM_METHODS)
+    assert all(issubclass(cls, BaseCAM) for cls in methods.values())
+
+
+def test_mmdet_private_api_that_detector_wrapper_calls():
+    """DetectorWrapper calls mmdet's private per-image post-processing with keyword arguments and
+    select_single_mlvl(detach=False). If mmdet changes either, this fails here, not deep in a CAM run."""
+    from mmdet.models.dense_heads import RTMDetHead
+    from mmdet.models.utils import select_single_mlvl
+
+    params = list(inspect.signature(RTMDetHead._predict_by_feat_single).parameters)
+    assert params == ["self", "cls_score_list", "bbox_pred_list", "score_factor_list", "mlvl_priors", "img_meta",
+                      "cfg", "rescale", "with_nms"]
+    assert list(inspect.signature(select_single_mlvl).parameters) == ["mlvl_tensors", "batch_id", "detach"]
