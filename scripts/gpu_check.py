@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             assert keep.tolist() == [0, 2], keep
 
         from balloondet.config import choose_recipe
-        from balloondet.evaluate import evaluate_checkpoint
         from balloondet.curves import plot_curves
         from balloondet.data import prepare_data
+        from balloondet.evaluate import evaluate_checkpoint
         from balloondet.figures import example_image
         from balloondet.model import load_model
         from balloondet.predict import predict

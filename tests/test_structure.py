@@ -24,7 +24,8 @@ STEPS = {"data", "train", "evaluate", "predict", "featmap", "cam", "curves", "pl
 LAYERS = [
     {"__init__", "errors", "defaults"},
     {"io"},
-    {"checkpoint", "convert", "synthetic", "config", "hooks"},
+    {"checkpoint", "convert", "synthetic", "hooks"},
+    {"config"},  # asks checkpoint whether the COCO checkpoint is cached
     {"model"},
     STEPS,
     {"figures"},

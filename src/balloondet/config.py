@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import defaults
 from .errors import ConfigError
@@ -89,6 +89,25 @@ def runner_device(device: str) -> Iterator[None]:
         yield
     finally:
         runner_module.get_device = original
+
+
+@contextlib.contextmanager
+def unformatted_config_text() -> Iterator[None]:
+    """Inside the block, mmengine logs and saves configs without formatting them with yapf.
+
+    A Runner formats its config three times (the log, the work dir's copy, the visualizer's):
+    2-3 s each on 2 CPU cores, and a whole minute for a test run on the GPU check's machine,
+    only to lay the same text out differently. The unformatted text loads back to the same
+    config (tests/test_config.py).
+    """
+    import mmengine.config.config as config_module
+
+    original = config_module.FormatCode
+    config_module.FormatCode = lambda text, style_config=None, **_: (text, False)
+    try:
+        yield
+    finally:
+        config_module.FormatCode = original
 
 
 # --- overrides ------------------------------------------------------------------------
@@ -195,3 +214,48 @@ def build_config(config: str | Path, *, work_dir: str | Path | None = None, epoc
     if launcher != "none" and pick_device(device) == "cpu":
         set_distributed_cpu(cfg)
     return cfg
+
+
+# --- choosing a recipe ----------------------------------------------------------------
+def coco_checkpoint_at_hand(url: str | None, timeout: float = 10.0) -> tuple[bool, str]:
+    """(True, why) when a pretrained checkpoint is cached or its server answers; downloads nothing."""
+    from .checkpoint import hub_cache_path
+
+    if not url:
+        return False, "the recipe names no checkpoint"
+    if not str(url).startswith(("http://", "https://")):
+        return Path(url).is_file(), f"local file {url}"
+    if hub_cache_path(url).is_file():
+        return True, f"cached in {hub_cache_path(url).parent}"
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True, "its server answers"
+    except (urllib.error.URLError, OSError) as err:
+        return False, f"neither cached nor reachable: {getattr(err, 'reason', err)}"
+
+
+def choose_recipe(device: str = defaults.DEVICE,
+                  probe: Callable[[str | None], tuple[bool, str]] = coco_checkpoint_at_hand) -> tuple[str, str]:
+    """The config that ``auto`` stands for on this machine, and why.
+
+    CUDA: fine-tune from COCO when its checkpoint is cached or reachable, else the GPU
+    from-scratch recipe (640 px); no CUDA: the from-scratch CPU recipe (320 px).
+    """
+    if pick_device(device) == "cpu":
+        return defaults.CPU_CONFIG, "no CUDA device: the from-scratch CPU recipe (320 px)"
+    ok, why = probe(build_config(defaults.GPU_CONFIG).get("load_from"))
+    if ok:
+        return defaults.GPU_CONFIG, f"CUDA, and the COCO checkpoint is at hand ({why}): fine-tune it"
+    return defaults.GPU_SCRATCH_CONFIG, f"CUDA, but no COCO checkpoint ({why}): the GPU from-scratch recipe (640 px)"
+
+
+def resolve_recipe(config: str | Path, device: str = defaults.DEVICE) -> str | Path:
+    """``config`` itself, or for ``auto`` the recipe ``choose_recipe`` picks (printed with the reason)."""
+    if str(config) != defaults.AUTO:
+        return config
+    chosen, why = choose_recipe(device)
+    print(f"recipe: {chosen} ({why})")
+    return chosen

@@ -17,7 +17,12 @@ LOCAL_ARCHIVE_ENV = "BALLOONDET_LOCAL_ARCHIVE"  # a local copy of balloon_datase
 SHARED_ARCHIVE = "../shared/data/balloon_dataset.zip"
 
 # --- configs, runs and devices --------------------------------------------------------
-CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # the recipe the notebooks and the benchmark use
+AUTO = "auto"  # as a config name: the recipe for this machine (config.choose_recipe)
+CPU_CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # no CUDA: from scratch at 320 px
+GPU_CONFIG = "rtmdet_tiny_1xb12-40e_balloon"  # CUDA and the COCO checkpoint at hand: fine-tune it
+GPU_SCRATCH_CONFIG = "rtmdet_tiny_gpu-scratch_balloon"  # CUDA, offline: from scratch at 640 px
+CONFIG = AUTO  # what `balloondet train` and run.ipynb train unless told otherwise
+BENCH_CONFIG = CPU_CONFIG  # the benchmark times the recipe this 2-core CPU trains
 CONFIGS_ENV = "BALLOONDET_CONFIGS"  # a folder of configs, searched before ./configs and the checkout's
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, when the package runs from one
 WORK_DIRS = "work_dirs"  # runs go to WORK_DIRS/<config name> unless told otherwise

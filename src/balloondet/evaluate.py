@@ -5,7 +5,7 @@ from pathlib import Path
 
 from . import defaults
 from .checkpoint import allow_mmengine_checkpoints, fit_check_hook
-from .config import build_config, pick_device, runner_device
+from .config import build_config, pick_device, runner_device, unformatted_config_text
 from .errors import ModelError
 from .io import write_json_atomic
 
@@ -34,7 +34,7 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
 
     register_all_modules()
     allow_mmengine_checkpoints()
-    with runner_device(device):
+    with runner_device(device), unformatted_config_text():
         runner = Runner.from_cfg(cfg)
         runner.register_hook(fit_check_hook())  # the checkpoint must fit the model
         metrics = {k: float(v) for k, v in runner.test().items()}
