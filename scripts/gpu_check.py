@@ -158,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         scalars = sorted(work_dir.glob("*/vis_data/scalars.json"))
         if scalars:  # the run's per-iteration losses and per-validation metrics
             shutil.copyfile(scalars[-1], out / "scalars.json")
+            # mmengine resets the peak every iteration, so the train step's own reading is the last
+            # iteration's; its log holds each iteration's peak
+            logged = [json.loads(line).get("memory") for line in scalars[-1].read_text().splitlines() if line]
+            logged = [m for m in logged if m is not None]
+            if logged and a.device == "cuda":
+                report["steps"]["train"]["peak_gpu_memory_mib"] = max(logged)
+                save()
         report["ok"] = True
     except Exception as err:  # noqa: BLE001  (the report says which step failed; the log has the traceback)
         import traceback
