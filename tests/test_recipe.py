@@ -148,3 +148,9 @@ def test_load_from_a_coco_checkpoint_over_http(tmp_path, monkeypatch, http_serve
     for key in params:  # the COCO weights but for the EMA's rounding; an initialisation differs by ~0.02
         assert (trained[key] - coco[key]).abs().max() < 1e-5, key
     assert trained["bbox_head.rtm_cls.0.weight"].shape[0] == 1  # the head kept its own, one-class shape
+
+
+def test_each_run_gets_its_own_visualizer():
+    """mmengine reuses a visualizer by name, and its log folder: two runs in one process must not share one."""
+    names = {build_config(SMOKE).visualizer.name for _ in range(2)}
+    assert len(names) == 2 and all(n.startswith("visualizer-") for n in names)

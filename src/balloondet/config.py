@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -19,6 +20,9 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from mmengine.config import Config
+
+
+_RUN_IDS = itertools.count(1)
 
 
 # --- finding a config -----------------------------------------------------------------
@@ -211,6 +215,10 @@ def build_config(config: str | Path, *, work_dir: str | Path | None = None, epoc
         set_from_scratch(cfg)
     cfg.resume = bool(resume)
     cfg.launcher = launcher
+    if cfg.get("visualizer"):
+        # mmengine hands out an existing visualizer by name, and with it the first run's log folder:
+        # a second run in the same process would append its scalars to the first run's
+        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}-{next(_RUN_IDS)}"
     if launcher != "none" and pick_device(device) == "cpu":
         set_distributed_cpu(cfg)
     return cfg
