@@ -85,11 +85,11 @@ def test_featmap_reductions_draw_different_things(model, val_images):
     mean, strongest = draw(maps[0], img, img_shape, "mean"), draw(maps[0], img, img_shape, "max")
     assert mean.shape == strongest.shape == img.shape
     assert np.abs(mean.astype(int) - strongest.astype(int)).mean() > 1
-    grid = draw(maps[0], img, img_shape, "topk", topk=4)  # 2 x 2
-    assert abs(grid.shape[0] - 2 * img.shape[0]) <= 2 and abs(grid.shape[1] - 2 * img.shape[1]) <= 2
     results = featmap(SMOKE, None, val_images[0], modules=["neck"], reduction="topk", topk=4, out=None, model=model)
-    assert [ax.get_images()[0].get_array().shape[:2] for ax in results["neck"][1].axes if ax.images] == [
-        draw(m, img, img_shape, "topk", topk=4).shape[:2] for m in results["neck"][0]]
+    grids = [ax.get_images()[0].get_array().shape for ax in results["neck"][1].axes if ax.images]
+    assert len(grids) == 3
+    for grid in grids:  # 2 x 2 channels, each at the image's size
+        assert abs(grid[0] - 2 * img.shape[0]) <= 2 and abs(grid[1] - 2 * img.shape[1]) <= 2, (grid, img.shape)
 
 
 def cam_ratios(model, images, layer, method="gradcam"):
@@ -144,12 +144,11 @@ def test_cam_returns_a_list_for_an_image_and_for_a_folder(model, val_images, tmp
     assert len(one) == 1 and one[0].image_path == val_images[0] and one[0].figure is not None
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for image in val_images[:2]:
-        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / val_images[0].name).write_bytes(val_images[0].read_bytes())
     many = cam(SMOKE, None, folder, out=tmp_path / "many", model=model)
-    assert [r.image_path.name for r in many] == sorted(p.name for p in val_images[:2])
-    by_name = {r.image_path.name: r for r in many}
-    assert np.allclose(by_name[val_images[0].name].heatmap, one[0].heatmap)  # same image, same map
+    assert [r.image_path.name for r in many] == [val_images[0].name]
+    assert np.allclose(many[0].heatmap, one[0].heatmap)  # same image, same map
+    assert (tmp_path / "many" / f"{val_images[0].stem}.png").is_file()
 
 
 def test_cli_cam_writes_figure(trained_smoke, val_images, tmp_path, capsys):
