@@ -47,3 +47,16 @@ def test_analyse_notebook_with_trained_checkpoint(trained_smoke, synthetic_root,
     for name in ("balloon.jpg", "backbone_visualization.png", "neck_visualization.png", "grad_visualization.png"):
         assert (tmp_path / name).stat().st_size > 5_000, name
     assert "box(es) explained" in text
+
+
+@pytest.mark.parametrize("name", ["run.ipynb", "analyse.ipynb"])
+def test_committed_outputs_are_readable(name):
+    """What a reader sees on the repository: no terminal escapes, no machine paths, no pages of logs."""
+    nb = json.loads((REPO / name).read_text())
+    text = json.dumps(nb)
+    assert "\\u001b" not in text and "\x1b" not in text
+    for root in ("/work/", "/root/", "/home/", "/tmp/", "site-packages/"):
+        assert root not in text.replace("<site-packages>/", ""), root
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    lines = sum(len(o.get("text", [])) for o in outputs if o["output_type"] == "stream")
+    assert lines <= 150
