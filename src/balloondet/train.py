@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import defaults
-from .checkpoint import allow_mmengine_checkpoints, fit_check_hook, verify_hash_prefix
+from .checkpoint import allow_mmengine_checkpoints, download_checkpoint, fit_check_hook, hub_cache_path
 from .config import (
     build_config,
     init_cpu_process_group,
@@ -15,7 +15,7 @@ from .config import (
     runner_device,
     unformatted_config_text,
 )
-from .errors import TrainError
+from .errors import BalloonDetError, TrainError
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -30,22 +30,16 @@ def check_load_from(cfg: Config) -> None:
         if not osp.isfile(src):
             raise TrainError(f"load_from checkpoint not found: {src}. Train with --from-scratch to start without it.")
         return
-    import torch.hub
-
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / osp.basename(str(src).split("?")[0])
-    if cache.is_file():
-        verify_hash_prefix(cache, source=src)  # deletes a copy that fails its hash prefix
-        return
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(src, str(cache), progress=True)  # writes a temp file, then renames
+    try:  # into torch's hub cache, hash-prefix checked (a cached copy too)
+        download_checkpoint(src, progress=True)
+    except BalloonDetError:
+        raise  # a file that fails its hash prefix: deleted, with its own message
     except Exception as err:  # noqa: BLE001  (URLError, HTTPError, timeouts, ...)
         raise TrainError(
             f"cannot fetch the pretrained checkpoint load_from={src} ({err}).\n"
-            f"Offline? Put the file at {cache}, point load_from at a local copy with "
+            f"Offline? Put the file at {hub_cache_path(src)}, point load_from at a local copy with "
             f"--cfg-options load_from=PATH, or train without pretrained weights with --from-scratch."
         ) from None
-    verify_hash_prefix(cache, source=src)
 
 
 def train(config: str | Path, work_dir: str | Path | None = None, device: str = defaults.DEVICE,
