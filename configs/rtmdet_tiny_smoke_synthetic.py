@@ -38,6 +38,7 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.004 * 0.05, begin=max_epochs // 2, end=max_epochs,
          T_max=max_epochs // 2, by_epoch=True, convert_to_iter_based=True),
 ]
+default_hooks = dict(checkpoint=dict(interval=1))  # every epoch: the resume test kills a run after epoch 2
 custom_hooks = [  # no pipeline switch: the pipeline above is already the simple one
     dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, update_buffers=True, priority=49),
 ]

@@ -9,6 +9,7 @@ only, never one of its own layer or above; that includes imports inside function
   `convert` verb), synthetic data, configs and devices, mmengine hooks;
 - model: load a detector, find its checkpoint and its layers;
 - steps: one module per notebook cell / CLI verb; they never import each other;
+- steps built on another step (cam_eval measures cam's maps);
 - figures: an orchestrator that calls several steps;
 - cli, then ``__main__``.
 """
@@ -24,10 +25,11 @@ STEPS = {"data", "train", "evaluate", "predict", "featmap", "cam", "curves", "pl
 LAYERS = [
     {"__init__", "errors", "defaults"},
     {"io"},
-    {"checkpoint", "convert", "synthetic", "hooks"},
+    {"checkpoint", "convert", "synthetic", "hooks", "precision"},
     {"config"},  # asks checkpoint whether the COCO checkpoint is cached
     {"model"},
     STEPS,
+    {"cam_eval"},  # a step that measures the cam step's maps
     {"figures"},
     {"cli"},
     {"__main__"},

@@ -118,7 +118,7 @@ def _run_cli(args, env=None, **kw):
 def test_resume_after_kill_loses_no_finished_epoch(synthetic_root, tmp_path):
     work = tmp_path / "run"
     args = ["train", SMOKE, "--work-dir", str(work), "--epochs", "3", "--data-root", str(synthetic_root),
-            "--device", "cpu"]
+            "--device", "cpu", "--precision", "fp32"]  # fp32 training here; the other runs use bf16 (auto)
     proc = _run_cli(args)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:  # kill it once epoch 2 is safely on disk

@@ -39,7 +39,8 @@ def _train(a: argparse.Namespace) -> None:
     from .train import train
 
     work_dir = train(a.config, work_dir=a.work_dir, device=a.device, epochs=a.epochs, from_scratch=a.from_scratch,
-                     resume=a.resume, cfg_options=a.cfg_options, launcher=a.launcher, data_root=a.data_root)
+                     resume=a.resume, cfg_options=a.cfg_options, launcher=a.launcher, data_root=a.data_root,
+                     precision=a.precision)
     print(f"work dir: {work_dir}")
 
 
@@ -47,7 +48,7 @@ def _test(a: argparse.Namespace) -> None:
     from .evaluate import evaluate_checkpoint
 
     evaluate_checkpoint(a.config, a.checkpoint, work_dir=a.work_dir, device=a.device, cfg_options=a.cfg_options,
-                        data_root=a.data_root)
+                        data_root=a.data_root, precision=a.precision)
 
 
 def _curves(a: argparse.Namespace) -> None:
@@ -60,7 +61,8 @@ def _curves(a: argparse.Namespace) -> None:
 def _predict(a: argparse.Namespace) -> None:
     from .predict import predict
 
-    predict(a.config, a.checkpoint, a.source, score_thr=a.score_thr, out=a.out, device=a.device)
+    predict(a.config, a.checkpoint, a.source, score_thr=a.score_thr, out=a.out, device=a.device,
+            precision=a.precision)
     print(f"wrote {a.out}/predictions.json")
 
 
@@ -68,7 +70,7 @@ def _featmap(a: argparse.Namespace) -> None:
     from .featmap import featmap
 
     featmap(a.config, a.checkpoint, a.image, modules=a.modules, reduction=a.reduction, topk=a.topk, out=a.out,
-            device=a.device)
+            device=a.device, precision=a.precision)
 
 
 def _cam(a: argparse.Namespace) -> None:
@@ -157,6 +159,10 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p["device"] = parent()
     p["device"].add_argument("--device", default=defaults.DEVICE, choices=defaults.DEVICES,
                              help="auto: CUDA when torch sees it, else the CPU (default: %(default)s)")
+    p["precision"] = parent()
+    p["precision"].add_argument("--precision", default=defaults.PRECISION, choices=defaults.PRECISIONS,
+                                help="auto: bf16 autocast on a CPU with native bfloat16 (AVX512-BF16/AMX), "
+                                     "else fp32 (default: %(default)s)")
     p["config"] = parent()
     p["config"].add_argument("config", help=f"config file, or a config name (looked up in ${defaults.CONFIGS_ENV}, "
                                             "./configs, the source checkout's configs/)")
@@ -211,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.DATASET_FIGURE}")
     s.set_defaults(func=_plot_dataset)
 
-    s = sub.add_parser("train", parents=[shared["config"], shared["device"], shared["data_root_override"],
-                                         shared["cfg_options"]],
+    s = sub.add_parser("train", parents=[shared["config"], shared["device"], shared["precision"],
+                                         shared["data_root_override"], shared["cfg_options"]],
                        help="train a detector with mmengine's Runner")
     s.add_argument("--work-dir", help=f"default: {defaults.WORK_DIRS}/CONFIG_NAME")
     s.add_argument("--epochs", type=int, help="change the schedule length (milestones move in proportion)")
@@ -223,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="`pytorch` under torchrun for several GPUs or processes")
     s.set_defaults(func=_train)
 
-    s = sub.add_parser("test", parents=[shared["model"], shared["device"], shared["data_root_override"],
-                                        shared["cfg_options"]],
+    s = sub.add_parser("test", parents=[shared["model"], shared["device"], shared["precision"],
+                                        shared["data_root_override"], shared["cfg_options"]],
                        help="COCO bbox metrics of a checkpoint on the val split")
     s.add_argument("--work-dir", help="where metrics go (default: the checkpoint's folder)")
     s.set_defaults(func=_test)
@@ -234,13 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.CURVES_FIGURE}")
     s.set_defaults(func=_curves)
 
-    s = sub.add_parser("predict", parents=[shared["model"], shared["device"], shared["score_thr"]],
+    s = sub.add_parser("predict", parents=[shared["model"], shared["device"], shared["precision"],
+                                           shared["score_thr"]],
                        help="draw detections on an image or a folder and write them as JSON")
     s.add_argument("source", metavar="IMAGE_OR_FOLDER")
     s.add_argument("--out", default=defaults.PREDICT_DIR)
     s.set_defaults(func=_predict)
 
-    s = sub.add_parser("featmap", parents=[shared["model"], shared["device"]],
+    s = sub.add_parser("featmap", parents=[shared["model"], shared["device"], shared["precision"]],
                        help="backbone and neck feature maps over the image")
     s.add_argument("image")
     s.add_argument("--modules", nargs="+", default=list(MODULES), choices=MODULES)

@@ -198,9 +198,14 @@ def init_cpu_process_group(cfg: Config) -> None:
 def build_config(config: str | Path, *, work_dir: str | Path | None = None, epochs: int | None = None,
                  from_scratch: bool = False, resume: bool = False, cfg_options: dict | None = None,
                  launcher: str = "none", device: str = defaults.DEVICE,
-                 data_root: str | Path | None = None) -> Config:
-    """The mmengine Config for a run, with this package's overrides applied."""
+                 data_root: str | Path | None = None, precision: str = "fp32") -> Config:
+    """The mmengine Config for a run, with this package's overrides applied.
+
+    ``precision`` is ``fp32`` or ``bf16`` (as ``precision.resolve_precision`` answers).
+    """
     from mmengine.config import Config
+
+    from .precision import set_precision
 
     path = resolve_config(config)
     cfg = Config.fromfile(str(path))
@@ -221,6 +226,7 @@ def build_config(config: str | Path, *, work_dir: str | Path | None = None, epoc
         cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}-{next(_RUN_IDS)}"
     if launcher != "none" and pick_device(device) == "cpu":
         set_distributed_cpu(cfg)
+    set_precision(cfg, precision)
     return cfg
 
 

@@ -29,13 +29,25 @@ WORK_DIRS = "work_dirs"  # runs go to WORK_DIRS/<config name> unless told otherw
 DEVICE = "auto"
 DEVICES = ("auto", "cpu", "cuda")
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+PRECISION = "auto"  # bf16 autocast on a CPU with native bfloat16, else fp32 (precision.resolve_precision)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # --- analysis -------------------------------------------------------------------------
 SCORE_THR = 0.3  # detections drawn, explained and reported
 CAM_LAYER = "neck.out_convs.2"  # the neck's stride-32 output (mmyolo calls it out_layers)
 CAM_METHOD = "gradcam"
 CAM_TOPK = 5  # boxes explained per image
+CAM_TARGET = "predicted"  # which boxes `cam` explains: predicted, missed (ground truth) or false-positive
+# cam-eval (faithfulness): the methods and neck scales compared (strides 8, 16, 32), the deletion and
+# insertion step (fraction of the pixels per step), and where the table goes
+CAM_EVAL_METHODS = ("gradcam", "spatial-gradcam", "spatial-gradcam++", "layercam")
+CAM_EVAL_LAYERS = ("neck.out_convs.0", "neck.out_convs.1", "neck.out_convs.2")
+CAM_EVAL_STEP = 0.05
+CAM_EVAL_DIR = f"{WORK_DIRS}/cam_eval"
 PREDICT_DIR = f"{WORK_DIRS}/predict"
+IOU_MATCH = 0.5  # a detection overlapping a box at least this much found it (ground truth vs prediction)
+BOOTSTRAP_SAMPLES = 300  # resamples of the val images behind test's 95 % interval of mAP
+BOOTSTRAP_SEED = 0
 
 # --- figures --------------------------------------------------------------------------
 FIGURES_DIR = "figures"
@@ -44,6 +56,9 @@ CURVES_FIGURE = "training_curves.png"
 PREDICTION_FIGURE = "balloon.jpg"
 FEATMAP_FIGURE = "{module}_visualization.png"
 CAM_FIGURE = "grad_visualization.png"
+GT_VS_PRED_FIGURE = "gt_vs_pred.png"
+PR_FIGURE = "pr_curves.png"
+BOX_SIZES_FIGURE = "box_sizes.png"
 
 
 def app_local_archive() -> str | None:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Sequence
 
 from . import defaults
 from .errors import ConfigError
-from .io import read_image, save_figure
+from .io import display_path, read_image, save_figure
 from .model import get_layer, load_model
+from .precision import inference_precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,9 +61,11 @@ def capture(model: BaseDetector, image: str | Path, layers: list[str]) -> tuple[
     for name in layers:
         layer = get_layer(model, name)
         handles.append(layer.register_forward_hook(
-            lambda _m, _i, output, name=name: grabbed.__setitem__(name, output.detach()[0].cpu())))
+            # .float(): under bf16 inference the maps are bf16, which numpy cannot hold
+            lambda _m, _i, output, name=name: grabbed.__setitem__(name, output.detach()[0].float().cpu())))
     try:
-        sample = inference_detector(model, str(image))
+        with inference_precision(model):
+            sample = inference_detector(model, str(image))
     finally:
         for h in handles:
             h.remove()
@@ -109,7 +112,7 @@ def plot_module(maps: list[FeatureMap], image: np.ndarray, img_shape: tuple[int,
 def featmap(config: str | Path, checkpoint: str | Path | None, image: str | Path, modules: Sequence[str] = MODULES,
             reduction: str = "mean", topk: int = 4, out: str | Path | None = defaults.FIGURES_DIR,
             device: str = defaults.DEVICE, model: BaseDetector | None = None,
-            ) -> dict[str, tuple[list[FeatureMap], Figure]]:
+            precision: str = defaults.PRECISION) -> dict[str, tuple[list[FeatureMap], Figure]]:
     """Feature-map figures ``OUT/<module>_visualization.png``; returns {module: (maps, figure)}."""
     import mmcv
 
@@ -118,7 +121,7 @@ def featmap(config: str | Path, checkpoint: str | Path | None, image: str | Path
     img = read_image(image)
     if max(img.shape[:2]) > DISPLAY_SIZE:  # drawing over a 2048 px photo is slow and shows nothing more
         img = mmcv.imrescale(img, (DISPLAY_SIZE, DISPLAY_SIZE))
-    model = model or load_model(config, checkpoint, device)
+    model = model or load_model(config, checkpoint, device, precision=precision)
     results = {}
     for module in modules:
         maps, sample = capture(model, image, output_layers(model, module))
@@ -126,5 +129,5 @@ def featmap(config: str | Path, checkpoint: str | Path | None, image: str | Path
         fig = plot_module(maps, img, sample.metainfo["img_shape"], module, reduction, topk, path)
         results[module] = (maps, fig)
         if path is not None:
-            print(f"wrote {path}")
+            print(f"wrote {display_path(path)}")
     return results

@@ -8,14 +8,20 @@ from . import defaults
 from .checkpoint import allow_mmengine_checkpoints, check_fits
 from .config import build_config, pick_device
 from .errors import ModelError
+from .precision import resolve_precision, set_inference_precision
 
 if TYPE_CHECKING:
     import torch
     from mmdet.models.detectors import BaseDetector
 
 
-def load_model(config: str | Path, checkpoint: str | Path, device: str = defaults.DEVICE) -> BaseDetector:
-    """An mmdet detector in eval mode with the checkpoint's weights (EMA weights, for our runs)."""
+def load_model(config: str | Path, checkpoint: str | Path, device: str = defaults.DEVICE,
+               precision: str = defaults.PRECISION) -> BaseDetector:
+    """An mmdet detector in eval mode with the checkpoint's weights (EMA weights, for our runs).
+
+    ``precision`` (``auto``, ``fp32``, ``bf16``) is the one its predictions and feature maps
+    use (``precision.inference_precision``); Grad-CAM always runs in fp32.
+    """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ModelError(f"checkpoint not found: {checkpoint} (train one with `balloondet train`)")
@@ -25,22 +31,29 @@ def load_model(config: str | Path, checkpoint: str | Path, device: str = default
     register_all_modules()
     allow_mmengine_checkpoints()
     cfg = build_config(config)
-    model = init_detector(cfg, str(checkpoint), device=pick_device(device))
+    device = pick_device(device)
+    model = init_detector(cfg, str(checkpoint), device=device)
     check_fits(model, None, checkpoint)  # every backbone/neck/head tensor, or a clear error
-    return model
+    return set_inference_precision(model, resolve_precision(precision, device)[0])
 
 
 def find_checkpoint(work_dir: str | Path) -> Path:
-    """The best checkpoint of a run (``best_coco_bbox_mAP_epoch_N.pth``), else its last one."""
+    """The final checkpoint of a run (``last_checkpoint``), else its best-on-val one.
+
+    The final one, not the best: with 13 val images, the best of many val evaluations
+    flatters the model, and the run's reported number is the final checkpoint's.
+    """
     work_dir = Path(work_dir)
-    best = sorted(work_dir.glob("best_coco*.pth"), key=lambda p: p.stat().st_mtime)
-    if best:
-        return best[-1]
     last = work_dir / "last_checkpoint"
     if last.is_file():
         path = Path(last.read_text().strip())
-        return path if path.is_absolute() else work_dir / path.name
-    raise ModelError(f"{work_dir}: no checkpoint (no best_coco*.pth and no last_checkpoint)")
+        path = path if path.is_file() else work_dir / path.name  # the run may have moved
+        if path.is_file():
+            return path
+    best = sorted(work_dir.glob("best_coco*.pth"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    raise ModelError(f"{work_dir}: no checkpoint (no last_checkpoint and no best_coco*.pth)")
 
 
 def get_layer(model: torch.nn.Module, name: str) -> torch.nn.Module:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 from . import defaults
 from .io import atomic_path, list_images, read_image, write_json_atomic
 from .model import load_model
+from .precision import inference_precision
 
 if TYPE_CHECKING:
     from mmdet.models.detectors import BaseDetector
@@ -26,18 +27,20 @@ def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequenc
 
 def predict(config: str | Path, checkpoint: str | Path | None, source: str | Path,
             score_thr: float = defaults.SCORE_THR, out: str | Path = defaults.PREDICT_DIR,
-            device: str = defaults.DEVICE, model: BaseDetector | None = None) -> list[dict]:
+            device: str = defaults.DEVICE, model: BaseDetector | None = None,
+            precision: str = defaults.PRECISION) -> list[dict]:
     """Detect balloons in an image or a folder of images.
 
     Writes ``OUT/<image name>`` with boxes, class and score drawn, and
     ``OUT/predictions.json`` (one entry per image, boxes ``[x1, y1, x2, y2]`` in original
-    pixels). Pass an already loaded ``model`` to skip loading. Returns the JSON entries.
+    pixels). Pass an already loaded ``model`` to skip loading (it keeps the precision it was
+    loaded with). Returns the JSON entries.
     """
     from mmdet.apis import inference_detector
     from mmdet.visualization import DetLocalVisualizer
 
     images = list_images(source)
-    model = model or load_model(config, checkpoint, device)
+    model = model or load_model(config, checkpoint, device, precision=precision)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     visualizer = DetLocalVisualizer(name=f"balloondet-predict-{id(model)}")
@@ -46,7 +49,8 @@ def predict(config: str | Path, checkpoint: str | Path | None, source: str | Pat
     entries = []
     for path in images:
         img = read_image(path)
-        sample = inference_detector(model, str(path))
+        with inference_precision(model):
+            sample = inference_detector(model, str(path))
         with atomic_path(out / path.name, suffix=path.suffix) as tmp:
             visualizer.add_datasample(path.name, img, sample, draw_gt=False, pred_score_thr=score_thr,
                                       out_file=str(tmp))

@@ -1,7 +1,10 @@
 """The `train` step: mmengine's Runner on an mmdet config, with the few knobs people need."""
 from __future__ import annotations
 
+import os
 import os.path as osp
+import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +19,9 @@ from .config import (
     unformatted_config_text,
 )
 from .errors import BalloonDetError, TrainError
+from .io import display_path
+from .model import find_checkpoint
+from .precision import resolve_precision
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -45,17 +51,42 @@ def check_load_from(cfg: Config) -> None:
 def train(config: str | Path, work_dir: str | Path | None = None, device: str = defaults.DEVICE,
           epochs: int | None = None, from_scratch: bool = False, resume: bool = False,
           cfg_options: dict | None = None, launcher: str = "none", data_root: str | Path | None = None,
-          time_budget: float | None = None) -> Path:
+          time_budget: float | None = None, precision: str = defaults.PRECISION, quiet: bool = False,
+          retrain: bool = False) -> Path:
     """Train; returns the work dir. Checkpoints, logs and curves' data end up there.
 
     ``config`` ``auto`` picks the recipe for this machine (``config.choose_recipe``).
     ``time_budget`` (seconds) ends the run after the first epoch that finishes past it.
+    A finished run in the work dir (its final epoch's checkpoint is there) is reused, an interrupted
+    one resumed; ``retrain`` moves either to ``WORK_DIR/previous/`` and trains from the start.
+    ``quiet``: a progress bar instead of mmengine's console log (which still goes to the log file).
+    ``precision``: ``auto`` (bf16 autocast on a CPU with native bfloat16), ``fp32`` or ``bf16``.
     """
     device = pick_device(device)
     config = resolve_recipe(config, device)
+    precision, why = resolve_precision(precision, device)
+    print(f"precision: {why}")
     cfg = build_config(config, work_dir=work_dir, epochs=epochs, from_scratch=from_scratch, resume=resume,
-                       cfg_options=cfg_options, launcher=launcher, device=device, data_root=data_root)
-    if not resume:
+                       cfg_options=cfg_options, launcher=launcher, device=device, data_root=data_root,
+                       precision=precision)
+    if retrain and resume:
+        raise TrainError("retrain=True starts over and resume=True continues: ask for one of them")
+    state, done = run_state(cfg)
+    if state == "finished" and not retrain:
+        print(f"{display_path(cfg.work_dir)} holds the finished run (epoch {done} of {done}): reusing it "
+              f"(retrain=True / --retrain trains again)")
+        return Path(cfg.work_dir)
+    if state != "new" and retrain:
+        move_run_aside(cfg.work_dir)
+        state = "new"
+    resume = state == "interrupted"  # an explicit resume with nothing to resume trains from the start
+    if resume:
+        print(f"resuming the interrupted run in {display_path(cfg.work_dir)} after epoch {done} "
+              f"of {cfg.train_cfg.max_epochs}")
+        cfg.resume = True
+        cfg.load_from = None  # mmengine resumes *from* load_from when one is set: the work dir's latest instead
+    else:
+        cfg.resume = False
         check_load_from(cfg)
     if time_budget:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TimeBudgetHook", seconds=time_budget)]
@@ -64,13 +95,83 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     from mmengine.runner import Runner
 
     register_all_modules()
-    from . import hooks  # noqa: F401  (registers TimeBudgetHook)
+    from . import hooks  # registers TimeBudgetHook and ProgressBarHook
+    from .hooks import quiet_console
 
     allow_mmengine_checkpoints()  # --resume and load_from read checkpoints
     if launcher != "none" and device == "cpu":
         init_cpu_process_group(cfg)
-    with runner_device(device), unformatted_config_text():
+    with runner_device(device), unformatted_config_text(), quiet_console(quiet) as console:
         runner = Runner.from_cfg(cfg)
+        console.attach(runner.logger)
         runner.register_hook(fit_check_hook(allow_head_mismatch=True))  # strict on --resume
+        if quiet:
+            runner.register_hook(hooks.ProgressBarHook(stdout=console.stdout, stderr=console.stderr))
         runner.train()
+    if quiet:
+        print(f"trained {runner.epoch} of {cfg.train_cfg.max_epochs} epochs; "
+              f"log: {display_path(runner.logger.log_file)}")
+        print(f"checkpoint: {display_path(find_checkpoint(cfg.work_dir))}")
     return Path(cfg.work_dir)
+
+
+def checkpoint_pattern(cfg: Config) -> tuple[Path, re.Pattern]:
+    """The folder of a run's epoch checkpoints and the pattern of their names (group 1: the epoch)."""
+    hook = cfg.get("default_hooks", {}).get("checkpoint") or {}
+    folder = Path(cfg.work_dir)
+    if hook.get("out_dir"):  # mmengine puts them in OUT_DIR/<work dir's name>
+        folder = Path(hook["out_dir"]) / folder.name
+    template = hook.get("filename_tmpl", "epoch_{}.pth")
+    return folder, re.compile(re.escape(template).replace(r"\{\}", r"(\d+)") + "$")
+
+
+def run_state(cfg: Config) -> tuple[str, int]:
+    """``("new" | "interrupted" | "finished", last epoch checkpointed)`` of the run ``cfg`` describes.
+
+    Finished: the final epoch's checkpoint (``epoch_<max_epochs>.pth``) is in the work dir. A
+    checkpoint past the final epoch, or a saved config with another schedule, means the work dir
+    holds another run: resuming it would mix two schedules, so that is an error.
+    """
+    folder, pattern = checkpoint_pattern(cfg)
+    max_epochs = cfg.train_cfg.max_epochs
+    epochs = [int(m.group(1)) for p in folder.glob("*.pth") if (m := pattern.match(p.name))] if folder.is_dir() else []
+    if not epochs:
+        return "new", 0
+    done = max(epochs)
+    saved = saved_max_epochs(cfg.work_dir)
+    if done > max_epochs or (saved is not None and saved != max_epochs):
+        raise TrainError(f"{display_path(cfg.work_dir)} holds a run of {saved or done} epochs (epoch_{done}.pth), "
+                         f"this one has {max_epochs}: pass retrain=True (--retrain) to start over there, "
+                         f"or another work dir")
+    return ("finished" if done == max_epochs else "interrupted"), done
+
+
+def saved_max_epochs(work_dir: str | Path) -> int | None:
+    """``train_cfg.max_epochs`` of the config mmengine saved into ``work_dir`` (None: none readable)."""
+    from mmengine.config import Config
+
+    for path in sorted(Path(work_dir).glob("*.py")):
+        try:
+            return int(Config.fromfile(str(path)).train_cfg.max_epochs)
+        except Exception:  # noqa: BLE001  (not a config mmengine can read: try the next)
+            continue
+    return None
+
+
+def move_run_aside(work_dir: str | Path) -> Path:
+    """Move everything in ``work_dir`` to ``work_dir/previous/`` (replacing an older one); returns it.
+
+    A retrained run must not share the folder with the earlier one: the curves read every
+    ``*/vis_data/scalars.json`` there, and ``find_checkpoint`` the newest best checkpoint.
+    """
+    work_dir = Path(work_dir)
+    previous = work_dir / "previous"
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one process moves
+        if previous.exists():
+            shutil.rmtree(previous)
+        previous.mkdir()
+        for entry in work_dir.iterdir():
+            if entry != previous:
+                entry.rename(previous / entry.name)
+        print(f"retraining: the earlier run in {display_path(work_dir)} moved to {display_path(previous)}")
+    return previous
