@@ -10,8 +10,14 @@ Measures, at each input size (square, default 640 and 320 px):
    (``balloondet.featmap.capture``) time per image;
 4. peak memory: process max RSS and, on CUDA, ``torch.cuda.max_memory_allocated``;
 5. the physical floor: FLOPs per image (mmengine's FlopAnalyzer counts one multiply-add as one
-   "flop", i.e. MACs; FLOPs = 2 x MACs) over the measured peak float32 matmul throughput of the
-   device, and the ratio of the measured model-only latency to that floor.
+   "flop", i.e. MACs; FLOPs = 2 x MACs) over the measured peak matmul throughput of the
+   device in that precision, and the ratio of the measured model-only latency to that floor
+   (and, for bf16, to the fp32 floor).
+
+Steps 1, 2 and the feature maps run once per precision (``--precisions``; default fp32 and bf16
+on a CPU with native bfloat16, as ``balloondet.precision`` chooses), in the same run, so the
+speed-up is measured on the same machine in the same state. Grad-CAM runs in fp32 only, as the
+package does.
 
 Weights are untrained (``init_weights``: the step-0 model); timing does not depend on them,
 except that the detection post-processing sees the untrained score distribution. The JPEG is a
@@ -67,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--train-iters", type=int, default=5, help="timed training iterations (batches of 8)")
     p.add_argument("--matmul-seconds", type=float, default=1.0, help="how long to time the peak matmul")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+                   help="default: fp32 and bf16 on a CPU with native bfloat16, else fp32")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes = args.sizes or [320]
@@ -227,23 +235,34 @@ def cuda_peak_rows(device: str, stage: str, size) -> list[dict]:
     return [row(f"cuda max allocated ({stage})", size, torch.cuda.max_memory_allocated() / 2**20, "MiB")]
 
 
-def measure_train_throughput(model, size: int, args, device: str) -> tuple[list[dict], list[float]]:
-    """Images/s of data_preprocessor + loss + backward + AdamW step on a random batch."""
+def measure_train_throughput(model, size: int, args, device: str,
+                             precision: str = "fp32") -> tuple[list[dict], list[float]]:
+    """Images/s of data_preprocessor + loss + backward + AdamW step on a random batch.
+
+    bf16: the forward and the loss inside the CPU autocast of ``CPUAutocastOptimWrapper``,
+    with the head's loss in fp32 (``keep_head_fp32``), as ``balloondet train`` runs it.
+    """
+    from balloondet.precision import cpu_autocast, keep_head_fp32
+
     batch = random_batch(np.random.default_rng(size), size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    if precision == "bf16":
+        keep_head_fp32(model)
 
     def step():
         data = model.data_preprocessor(batch, True)
-        loss, _ = model.parse_losses(model.loss(data["inputs"], data["data_samples"]))
+        with cpu_autocast(enabled=precision == "bf16"):
+            losses = model.loss(data["inputs"], data["data_samples"])
+        loss, _ = model.parse_losses(losses)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     reset_cuda_peak(device)
     times = timed(step, args.warmup, args.train_iters, device)
-    rows = [row("train throughput", size, BATCH * len(times) / sum(times), "img/s"),
-            row("train step (batch 8)", size, statistics.median(times), "s")]
-    return rows + cuda_peak_rows(device, "train", size), times
+    rows = [row(f"train throughput [{precision}]", size, BATCH * len(times) / sum(times), "img/s"),
+            row(f"train step (batch 8) [{precision}]", size, statistics.median(times), "s")]
+    return rows + cuda_peak_rows(device, f"train {precision}", size), times
 
 
 def measure_predict_latency(model, image: Path, args, device: str) -> list[float]:
@@ -252,8 +271,10 @@ def measure_predict_latency(model, image: Path, args, device: str) -> list[float
 
     inputs, sample = prepare_input(model, image)
 
+    from balloondet.precision import inference_precision
+
     def predict():
-        with torch.no_grad():
+        with torch.no_grad(), inference_precision(model):
             model.predict(inputs, [sample])
 
     return timed(predict, args.warmup, args.iters, device)
@@ -263,7 +284,13 @@ def measure_end_to_end_latency(model, image: Path, args, device: str) -> list[fl
     """From the JPEG file: decode, test pipeline, preprocessing, predict (``inference_detector``)."""
     from mmdet.apis import inference_detector
 
-    return timed(lambda: inference_detector(model, str(image)), args.warmup, args.iters, device)
+    from balloondet.precision import inference_precision
+
+    def end_to_end():
+        with inference_precision(model):
+            inference_detector(model, str(image))
+
+    return timed(end_to_end, args.warmup, args.iters, device)
 
 
 def measure_gradcam_time(model, image: Path, args, device: str):
@@ -302,11 +329,11 @@ def count_macs(model, size: int, device: str) -> tuple[int, int]:
     return macs, parameter_count(model)[""]
 
 
-def measure_matmul_peak(device: str, seconds: float) -> tuple[float, int]:
-    """(FLOP/s, n) of repeated float32 n x n matmuls, timed for about ``seconds``."""
+def measure_matmul_peak(device: str, seconds: float, dtype: torch.dtype = torch.float32) -> tuple[float, int]:
+    """(FLOP/s, n) of repeated n x n matmuls in ``dtype``, timed for about ``seconds``."""
     n = 8192 if device == "cuda" else 2048
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     torch.matmul(a, b)  # warm-up
     sync(device)
     reps, start = 0, time.perf_counter()
@@ -326,32 +353,50 @@ def max_rss_mib() -> float:
 
 # ---------------------------------------------------------------- one size, all sizes
 
-def benchmark_inference(size: int, image: Path, args, device: str, peak_flops: float) -> tuple[list[dict], dict]:
+def benchmark_inference(size: int, image: Path, args, device: str,
+                        peaks: dict[str, float]) -> tuple[list[dict], dict]:
+    """Inference rows at ``size`` for every precision in ``peaks`` ({precision: matmul FLOP/s})."""
+    from balloondet.precision import set_inference_precision
+
     model = build_inference_model(size, device)
     macs, params = count_macs(model, size, device)
-    reset_cuda_peak(device)
-    raw = {"predict": measure_predict_latency(model, image, args, device),
-           "end_to_end": measure_end_to_end_latency(model, image, args, device),
-           "featmap_neck": measure_featmap_time(model, image, args, device)}
-    rows = cuda_peak_rows(device, "inference", size)
+    rows = [row("MACs (fvcore 'flops')", size, macs / 1e9, "GMAC/img"),
+            row("FLOPs (2 x MACs)", size, 2 * macs / 1e9, "GFLOP/img"),
+            row("params", size, params / 1e6, "M")]
+    raw = {}
+    fp32_floor_ms = 1000 * 2 * macs / peaks["fp32"]
+    for precision, peak in peaks.items():
+        set_inference_precision(model, precision)
+        reset_cuda_peak(device)
+        tag = f"[{precision}]"
+        raw[f"predict_{precision}"] = measure_predict_latency(model, image, args, device)
+        raw[f"end_to_end_{precision}"] = measure_end_to_end_latency(model, image, args, device)
+        raw[f"featmap_neck_{precision}"] = measure_featmap_time(model, image, args, device)
+        floor_ms = 1000 * 2 * macs / peak
+        predict_ms = ms_per_image(raw[f"predict_{precision}"])
+        end_to_end_ms = ms_per_image(raw[f"end_to_end_{precision}"])
+        rows += [
+            row(f"predict latency (model only) {tag}", size, predict_ms, "ms/img"),
+            row(f"end-to-end latency (JPEG) {tag}", size, end_to_end_ms, "ms/img"),
+            row(f"feature maps (neck capture) {tag}", size, ms_per_image(raw[f"featmap_neck_{precision}"]), "ms/img"),
+            row(f"floor latency (FLOPs / {precision} peak)", size, floor_ms, "ms/img"),
+            row(f"predict / floor {tag}", size, predict_ms / floor_ms, "x"),
+            row(f"end-to-end / fp32 floor {tag}", size, end_to_end_ms / fp32_floor_ms, "x"),
+        ] + cuda_peak_rows(device, f"inference {precision}", size)
+    set_inference_precision(model, "fp32")  # Grad-CAM's gradients stay fp32, as in the package
     reset_cuda_peak(device)
     raw["gradcam"] = measure_gradcam_time(model, image, args, device)
-    rows += cuda_peak_rows(device, "gradcam", size)
-    floor_ms = 1000 * 2 * macs / peak_flops
-    predict_ms = ms_per_image(raw["predict"])
     gradcam = ms_per_image(raw["gradcam"]) if raw["gradcam"] else "n/a (no box)"
-    rows = [
-        row("predict latency (model only)", size, predict_ms, "ms/img"),
-        row("end-to-end latency (JPEG)", size, ms_per_image(raw["end_to_end"]), "ms/img"),
-        row("Grad-CAM (box_cam gradcam)", size, gradcam, "ms/img"),
-        row("feature maps (neck capture)", size, ms_per_image(raw["featmap_neck"]), "ms/img"),
-        row("MACs (fvcore 'flops')", size, macs / 1e9, "GMAC/img"),
-        row("FLOPs (2 x MACs)", size, 2 * macs / 1e9, "GFLOP/img"),
-        row("params", size, params / 1e6, "M"),
-        row("floor latency (FLOPs / peak)", size, floor_ms, "ms/img"),
-        row("predict / floor", size, predict_ms / floor_ms, "x"),
-    ] + rows
+    rows += [row("Grad-CAM (box_cam gradcam) [fp32]", size, gradcam, "ms/img")]
+    rows += cuda_peak_rows(device, "gradcam", size)
     return rows, raw
+
+
+def default_precisions(device: str) -> list[str]:
+    """fp32, plus bf16 where ``balloondet.precision`` would choose it (a CPU with native bfloat16)."""
+    from balloondet.precision import resolve_precision
+
+    return ["fp32"] + (["bf16"] if resolve_precision("auto", device)[0] == "bf16" else [])
 
 
 def run(args) -> tuple[list[dict], dict, dict]:
@@ -365,18 +410,29 @@ def run(args) -> tuple[list[dict], dict, dict]:
     torch.manual_seed(0)
     register_all_modules()
     machine = machine_info(device)
-    peak_flops, n = measure_matmul_peak(device, args.matmul_seconds)
-    rows = [row(f"matmul peak (fp32 {n}x{n})", "-", peak_flops / 1e9, "GFLOP/s")]
+    precisions = args.precisions or default_precisions(device)
+    machine["precisions"] = precisions
+    peaks, rows = {}, []
+    for precision in precisions:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        peaks[precision], n = measure_matmul_peak(device, args.matmul_seconds, dtype)
+        rows.append(row(f"matmul peak ({precision} {n}x{n})", "-", peaks[precision] / 1e9, "GFLOP/s"))
+    if "fp32" not in peaks:  # the floors are also given against fp32
+        peaks_fp32, _ = measure_matmul_peak(device, args.matmul_seconds)
+        peaks = {"fp32": peaks_fp32, **peaks}
     raw = {}
-    train_model = build_train_model(device)
-    for size in args.sizes:
-        train_rows, raw[f"train_{size}"] = measure_train_throughput(train_model, size, args, device)
-        rows += train_rows + [row("max RSS so far (after train)", size, max_rss_mib(), "MiB")]
-    del train_model
+    for precision in precisions:
+        train_model = build_train_model(device)  # the same step-0 weights for each precision
+        for size in args.sizes:
+            train_rows, raw[f"train_{size}_{precision}"] = measure_train_throughput(train_model, size, args, device,
+                                                                                    precision)
+            rows += train_rows + [row("max RSS so far (after train)", size, max_rss_mib(), "MiB")]
+        del train_model
     with tempfile.TemporaryDirectory() as tmp:
         image = write_test_image(Path(tmp) / "balloons.jpg")
         for size in args.sizes:
-            inf_rows, inf_raw = benchmark_inference(size, image, args, device, peak_flops)
+            inf_rows, inf_raw = benchmark_inference(size, image, args, device,
+                                                    {p: peaks[p] for p in ("fp32", *precisions) if p in peaks})
             rows += inf_rows
             raw.update({f"{k}_{size}": v for k, v in inf_raw.items()})
     rows.append(row("peak RSS (process)", "all", max_rss_mib(), "MiB"))
@@ -406,7 +462,8 @@ def print_table(rows: list[dict], machine: dict) -> None:
 def append_json(out: Path, args, rows: list[dict], raw: dict, machine: dict) -> None:
     settings = {"config": CONFIG, "quick": args.quick, "sizes": args.sizes, "batch": BATCH,
                 "warmup": args.warmup, "iters": args.iters, "train_iters": args.train_iters,
-                "matmul_seconds": args.matmul_seconds, "image_wh": IMAGE_WH, "threads": args.threads}
+                "matmul_seconds": args.matmul_seconds, "image_wh": IMAGE_WH, "threads": args.threads,
+                "precisions": machine.get("precisions")}
     record = {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine,
               "settings": settings, "results": rows, "raw_seconds": raw}
     out.parent.mkdir(parents=True, exist_ok=True)
