@@ -114,6 +114,10 @@ fi
 # 2. mmcv with compiled ops: a wheel from the wheelhouse, a find-links page, OpenMMLab's index, the cache, or compiled.
 mmcv_version=$(grep -E '^mmcv==' "$req" | sed 's/#.*//; s/mmcv==//' | xargs)
 [[ -n $mmcv_version ]] || die "$req pins no mmcv==VERSION"
+ninja_pin=$(grep -oE '^ninja==[^ ;#]+' "$req" | head -1 || true)
+if [[ $system == 1 && -n $ninja_pin ]]; then  # the lock stacks got it in step 1
+    "${pip[@]}" install --quiet "${pip_from[@]}" "$ninja_pin"
+fi
 say "step 2/4: mmcv $mmcv_version with compiled ops"
 "$py" "$here/install_mmcv.py" --version "$mmcv_version" --cache "$wheel_cache"
 
