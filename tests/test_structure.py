@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "balloondet"
-STEPS = {"data", "train", "evaluate", "predict", "featmap", "cam", "curves", "plot_dataset", "notebooks"}
+STEPS = {"data", "train", "evaluate", "predict", "featmap", "cam", "curves", "plot_dataset", "notebooks",
+         "report"}
 LAYERS = [
     {"__init__", "errors", "defaults"},
     {"io"},
-    {"checkpoint", "convert", "synthetic", "hooks", "precision"},
+    {"checkpoint", "convert", "synthetic", "hooks", "precision", "cocostats"},
     {"config"},  # asks checkpoint whether the COCO checkpoint is cached
     {"model"},
     STEPS,

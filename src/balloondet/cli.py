@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from . import defaults
 from .errors import BalloonDetError
+from .io import display_path
 
 # --- verbs ----------------------------------------------------------------------------
 
@@ -40,15 +41,15 @@ def _train(a: argparse.Namespace) -> None:
 
     work_dir = train(a.config, work_dir=a.work_dir, device=a.device, epochs=a.epochs, from_scratch=a.from_scratch,
                      resume=a.resume, cfg_options=a.cfg_options, launcher=a.launcher, data_root=a.data_root,
-                     precision=a.precision)
-    print(f"work dir: {work_dir}")
+                     precision=a.precision, quiet=a.quiet, retrain=a.retrain)
+    print(f"work dir: {display_path(work_dir)}")
 
 
 def _test(a: argparse.Namespace) -> None:
     from .evaluate import evaluate_checkpoint
 
     evaluate_checkpoint(a.config, a.checkpoint, work_dir=a.work_dir, device=a.device, cfg_options=a.cfg_options,
-                        data_root=a.data_root, precision=a.precision)
+                        data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap)
 
 
 def _curves(a: argparse.Namespace) -> None:
@@ -56,6 +57,27 @@ def _curves(a: argparse.Namespace) -> None:
 
     plot_curves(a.work_dir, out=a.out)
     print(f"wrote {a.out}")
+
+
+def _gt_vs_pred(a: argparse.Namespace) -> None:
+    from .report import gt_vs_pred
+
+    gt_vs_pred(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr, out=a.out)
+    print(f"wrote {display_path(a.out)}")
+
+
+def _pr_curves(a: argparse.Namespace) -> None:
+    from .report import pr_curves
+
+    pr_curves(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr, out=a.out)
+    print(f"wrote {display_path(a.out)}")
+
+
+def _box_sizes(a: argparse.Namespace) -> None:
+    from .report import box_sizes
+
+    box_sizes(a.config, a.data_root, out=a.out)
+    print(f"wrote {display_path(a.out)}")
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -224,7 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="change the schedule length (milestones move in proportion)")
     s.add_argument("--from-scratch", action="store_true",
                    help="no pretrained weights (no load_from, no ImageNet backbone)")
-    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir")
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir "
+                   "(an interrupted run resumes anyway)")
+    s.add_argument("--retrain", action="store_true", help="train again even where the work dir holds a finished "
+                   "run (the earlier run moves to WORK_DIR/previous/)")
+    s.add_argument("--quiet", action="store_true", help="a progress bar instead of mmengine's log on the console "
+                   "(the log file keeps all of it)")
     s.add_argument("--launcher", default="none", choices=defaults.LAUNCHERS,
                    help="`pytorch` under torchrun for several GPUs or processes")
     s.set_defaults(func=_train)
@@ -233,7 +260,29 @@ def build_parser() -> argparse.ArgumentParser:
                                         shared["data_root_override"], shared["cfg_options"]],
                        help="COCO bbox metrics of a checkpoint on the val split")
     s.add_argument("--work-dir", help="where metrics go (default: the checkpoint's folder)")
+    s.add_argument("--quiet", action="store_true", help="only the 12-line COCO summary of mmengine's output")
+    s.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP_SAMPLES, metavar="N",
+                   help="resamples of the val images for mAP's 95 %% interval, 0: none (default: %(default)s)")
     s.set_defaults(func=_test)
+
+    s = sub.add_parser("gt-vs-pred", parents=[shared["data_root"], shared["score_thr"]],
+                       help="every val image: true positives, false positives and missed boxes (after `test`)")
+    s.add_argument("work_dir", help="a work dir where `test` wrote test_detections.bbox.json")
+    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.GT_VS_PRED_FIGURE}")
+    s.set_defaults(func=_gt_vs_pred)
+
+    s = sub.add_parser("pr-curves", parents=[shared["data_root"], shared["score_thr"]],
+                       help="precision-recall at IoU 0.5 and 0.75, and a score-threshold sweep (after `test`)")
+    s.add_argument("work_dir", help="a work dir where `test` wrote test_detections.bbox.json")
+    s.add_argument("--split", default="val", choices=["train", "val"])
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.PR_FIGURE}")
+    s.set_defaults(func=_pr_curves)
+
+    s = sub.add_parser("box-sizes", parents=[shared["config"], shared["data_root"]],
+                       help="box sizes at the network input and in the images, against COCO's size bands")
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.BOX_SIZES_FIGURE}")
+    s.set_defaults(func=_box_sizes)
 
     s = sub.add_parser("curves", help="loss, learning rate and val mAP against epoch, from a run's logs")
     s.add_argument("work_dir")

@@ -53,18 +53,48 @@ def plot_curves(work_dir: str | Path, out: str | Path | None = f"{defaults.FIGUR
     ax_lr.plot(x, [r["lr"] for r in train], color="tab:purple")
     ax_lr.set(title="learning rate", xlabel="epoch")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    switch = switch_epoch(work_dir)
+    if switch is not None:  # the epochs after it train without Mosaic: losses and mAP often jump there
+        for ax in (ax_loss, ax_lr, ax_map):
+            ax.axvline(switch, color="gray", ls=":", lw=1.2, label=f"no Mosaic after epoch {switch}"
+                       if ax is ax_map else None)
     if val:
-        epochs = [r["step"] for r in val]
+        values = []
         for key, style in (("coco/bbox_mAP", "o-"), ("coco/bbox_mAP_50", "s--"), ("coco/bbox_mAP_75", "^:")):
-            ax_map.plot(epochs, [r[key] for r in val], style, label=key.replace("coco/", ""), ms=3)
+            points = [(r["step"], r[key]) for r in val if key in r]
+            values += [y for _, y in points]
+            ax_map.plot([e for e, _ in points], [y for _, y in points], style, label=key.replace("coco/", ""), ms=3)
         best = max(val, key=lambda r: r["coco/bbox_mAP"])
-        ax_map.annotate(f"best mAP {best['coco/bbox_mAP']:.3f}\n(epoch {best['step']})",
-                        (best["step"], best["coco/bbox_mAP"]), textcoords="offset points", xytext=(-60, 15),
-                        arrowprops=dict(arrowstyle="->"))
-        ax_map.legend(loc="lower right")
-    ax_map.set(title="val bbox mAP (COCO)", xlabel="epoch", ylim=(0, 1))
+        # the best value goes into the legend, which matplotlib places clear of the curves
+        ax_map.plot(best["step"], best["coco/bbox_mAP"], "*", color="gold", mec="black", ms=13, zorder=5,
+                    label=f"best mAP {best['coco/bbox_mAP']:.3f} (epoch {best['step']})")
+        ax_map.set_ylim(*fitted_limits(values))
+        ax_map.legend(loc="best", fontsize=8)
+    ax_map.set(title="val bbox mAP (COCO)", xlabel="epoch")
     for ax in (ax_loss, ax_lr, ax_map):
         ax.grid(alpha=0.3)
     fig.suptitle(f"training curves: {Path(work_dir).name}")
     fig.tight_layout()
     return save_figure(fig, out, dpi=90)
+
+
+def fitted_limits(values: list[float], pad: float = 0.08) -> tuple[float, float]:
+    """y limits around ``values`` with a margin, kept within [0, 1] (mAP)."""
+    lo, hi = min(values, default=0.0), max(values, default=1.0)
+    margin = max((hi - lo) * pad, 0.02)
+    return max(0.0, lo - margin), min(1.0, hi + margin)
+
+
+def switch_epoch(work_dir: str | Path) -> int | None:
+    """The epoch from which ``PipelineSwitchHook`` trains without Mosaic, from the config the run saved
+    (None: no switch, or no readable config)."""
+    from mmengine.config import Config
+
+    for path in sorted(Path(work_dir).glob("*.py")):
+        try:
+            hooks = Config.fromfile(str(path)).get("custom_hooks") or []
+        except Exception:  # noqa: BLE001  (not a config mmengine can read: try the next)
+            continue
+        epochs = [h["switch_epoch"] for h in hooks if h.get("type") == "PipelineSwitchHook" and "switch_epoch" in h]
+        return int(epochs[0]) if epochs else None
+    return None

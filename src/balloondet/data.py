@@ -24,7 +24,7 @@ from typing import Sequence
 from . import defaults
 from .convert import convert
 from .errors import DataError
-from .io import atomic_path
+from .io import atomic_path, display_path
 from .synthetic import make_synthetic_dataset
 
 OFFICIAL_URLS = (
@@ -170,7 +170,7 @@ def convert_data(root: str | Path = defaults.DATA_ROOT) -> dict[str, dict]:
     cocos = {}
     for split in SPLITS:
         cocos[split] = coco = convert(root / split / VIA_FILE, root / split, root / f"{split}.json")
-        print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {root / f'{split}.json'}")
+        print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {split}.json")
     return cocos
 
 
@@ -191,7 +191,7 @@ def prepare_data(
     """
     root = Path(root)
     if not force and source is None and not synthetic and all((root / f"{s}.json").is_file() for s in SPLITS):
-        print(f"{root} already holds the converted dataset (use force=True / --force to redo it)")
+        print(f"{display_path(root)} already holds the converted dataset (use force=True / --force to redo it)")
         return root
     # Convert in a staging copy first, so that bad annotations never replace a good dataset.
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +200,7 @@ def prepare_data(
                                local_archive=local_archive)
         convert_data(staged)
         _move_into_place(staged, root)
-    print(f"dataset ready in {root}")
+    print(f"dataset ready in {display_path(root)}")
     return root
 
 
@@ -213,7 +213,7 @@ def _local_copy(cached: Path, local_archive: str | Path | None) -> Path | None:
         return None
     if Path(local).is_file():
         return Path(local)
-    print(f"no local copy of the archive at {local}")
+    print(f"no local copy of the archive at {display_path(local)}")
     return None
 
 
@@ -224,7 +224,7 @@ def _fetch(source: str | Path | None, urls: Sequence[str], cache_dir: Path, tmp:
     if source is None:
         archive = _local_copy(cached, local_archive)
         if archive:
-            print(f"using the local copy {archive}")
+            print(f"using the local copy {display_path(archive)}")
         else:
             archive = download_first(urls, cached)
     elif _is_url(str(source)):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import defaults
 from .errors import DataError
+from .io import display_path
 
 
 def run_config(work_dir: str | Path) -> Path:
@@ -36,25 +37,36 @@ def example_image(data_root: str | Path = defaults.DATA_ROOT, split: str = "val"
 def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT, image: str | Path | None = None,
                  out: str | Path = defaults.FIGURES_DIR, device: str = defaults.DEVICE,
                  cam_method: str = defaults.CAM_METHOD, score_thr: float = defaults.SCORE_THR) -> list[Path]:
-    """dataset, training curves, prediction, backbone/neck feature maps and Grad-CAM figures."""
+    """dataset, training curves, prediction, backbone/neck feature maps, Grad-CAM, ground truth against
+    predictions, precision-recall and box-size figures. The val detections come from ``test``'s
+    ``WORK_DIR/test_detections.bbox.json``; without one, the run's checkpoint is tested first."""
     from .cam import cam
     from .curves import plot_curves
+    from .evaluate import evaluate_checkpoint
     from .featmap import MODULES, featmap
     from .model import find_checkpoint, load_model
     from .plot_dataset import plot_dataset
     from .predict import predict
+    from .report import DETECTIONS, box_sizes, gt_vs_pred, pr_curves
 
     out = Path(out)
     config = run_config(work_dir)
     image = Path(image) if image else example_image(data_root)
     model = load_model(config, find_checkpoint(work_dir), device)
     written = [out / defaults.DATASET_FIGURE, out / defaults.CURVES_FIGURE, out / defaults.PREDICTION_FIGURE,
-               *(out / defaults.FEATMAP_FIGURE.format(module=m) for m in MODULES), out / defaults.CAM_FIGURE]
+               *(out / defaults.FEATMAP_FIGURE.format(module=m) for m in MODULES), out / defaults.CAM_FIGURE,
+               out / defaults.GT_VS_PRED_FIGURE, out / defaults.PR_FIGURE, out / defaults.BOX_SIZES_FIGURE]
     plot_dataset(data_root, out=out / defaults.DATASET_FIGURE)
     plot_curves(work_dir, out=out / defaults.CURVES_FIGURE)
     predict(config, None, image, score_thr=score_thr, out=Path(work_dir) / "predict", model=model)
     shutil.copyfile(Path(work_dir) / "predict" / image.name, out / defaults.PREDICTION_FIGURE)
     featmap(config, None, image, modules=MODULES, out=out, model=model)
     cam(config, None, image, method=cam_method, score_thr=score_thr, out=out / defaults.CAM_FIGURE, model=model)
-    print("wrote " + ", ".join(str(p) for p in written))
+    if not (Path(work_dir) / DETECTIONS).is_file():
+        evaluate_checkpoint(config, find_checkpoint(work_dir), work_dir=work_dir, device=device, data_root=data_root,
+                            quiet=True)
+    gt_vs_pred(work_dir, data_root, score_thr=score_thr, out=out / defaults.GT_VS_PRED_FIGURE)
+    pr_curves(work_dir, data_root, score_thr=score_thr, out=out / defaults.PR_FIGURE)
+    box_sizes(config, data_root, out=out / defaults.BOX_SIZES_FIGURE)
+    print("wrote " + ", ".join(display_path(p) for p in written))
     return written

@@ -1,7 +1,14 @@
-"""mmengine hooks that training runs can add to a config (registered in mmdet's HOOKS registry)."""
+"""mmengine hooks that training runs can add to a config (registered in mmdet's HOOKS registry), and the
+quiet console that notebooks train under."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import sys
 import time
+import warnings
+from typing import Iterator
 
 from mmdet.registry import HOOKS
 from mmengine.hooks import Hook
@@ -34,3 +41,114 @@ class TimeBudgetHook(Hook):
             runner.logger.warning(f"time budget of {self.seconds:.0f} s spent after {elapsed:.0f} s: "
                                   f"stopping after epoch {done} of {runner.max_epochs}")
             runner.train_loop.stop_training = True
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """One tqdm bar over the whole run's iterations: epoch, loss, learning rate, last val mAP and ETA.
+
+    ``tqdm.auto`` draws a widget in Jupyter and a text bar on stderr elsewhere. A widget's saved
+    output is its first frame, so in a notebook the finished bar is also written once as text.
+    Only the main process draws (torchrun starts one hook per process).
+    """
+
+    priority = "VERY_LOW"  # after the hooks that log and validate
+
+    def __init__(self, metric: str = "coco/bbox_mAP", mininterval: float = 1.0, stdout=None, stderr=None):
+        self.metric = metric
+        self.mininterval = mininterval
+        # the streams of the moment the hook is made: train(quiet=True) redirects stdout afterwards
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+        self.bar = None
+        self.fields = {"epoch": "", "loss": "-", "lr": "-", "mAP": "-"}  # the bar's postfix, in this order
+
+    def before_train(self, runner) -> None:
+        from mmengine.dist import is_main_process
+        from tqdm.auto import tqdm
+
+        if not is_main_process():
+            return
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it", file=self.stderr,
+                        mininterval=self.mininterval, dynamic_ncols=True)
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.bar is None:
+            return
+        loss = (outputs or {}).get("loss")
+        self.fields["epoch"] = f"{runner.epoch + 1}/{runner.max_epochs}"
+        if loss is not None:
+            self.fields["loss"] = f"{float(loss):.3f}"
+        self.fields["lr"] = f"{runner.optim_wrapper.get_lr()['lr'][0]:.1e}"
+        self.bar.set_postfix_str(self.postfix(), refresh=False)
+        self.bar.update(1)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        if self.bar is not None and metrics and self.metric in metrics:
+            self.fields["mAP"] = f"{float(metrics[self.metric]):.3f}"
+            self.bar.set_postfix_str(self.postfix(), refresh=False)
+
+    def postfix(self) -> str:
+        return ", ".join(f"{key} {value}" for key, value in self.fields.items())
+
+    def after_train(self, runner) -> None:
+        if self.bar is None:
+            return
+        self.bar.refresh()
+        self.bar.close()
+        if type(self.bar).__module__.startswith("tqdm.notebook"):
+            print(str(self.bar), file=self.stdout)  # the widget's saved text would show its 0 % frame
+        self.bar = None
+
+
+class QuietConsole:
+    """What ``quiet_console`` yields: call ``attach(runner.logger)`` once the Runner exists."""
+
+    def __init__(self, enabled: bool, stdout, stderr) -> None:
+        self.enabled = enabled
+        self.stdout = stdout  # the console's own streams, for what should still be shown
+        self.stderr = stderr
+        self.captured = io.StringIO()  # print()s of mmengine, mmdet and pycocotools while quiet
+        self.logger = None
+        self.pending: list[str] = []  # warnings from before the Runner's log file existed
+
+    def attach(self, logger) -> None:
+        """Keep ``logger``'s file handler; its console handler shows errors only."""
+        if not self.enabled:
+            return
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+                handler.setStream(self.stderr)
+        self.logger = logger
+        for text in self.pending:
+            logger.warning(text)
+        self.pending.clear()
+
+    def showwarning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        """``warnings.showwarning`` while quiet: into the log file instead of stderr."""
+        text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        if self.logger is not None:
+            self.logger.warning(text)
+        else:
+            self.pending.append(text)
+
+
+@contextlib.contextmanager
+def quiet_console(enabled: bool = True) -> Iterator[QuietConsole]:
+    """Inside the block (when ``enabled``), nothing of mmengine's reaches the console.
+
+    mmengine's logger binds its console handler to ``sys.stdout`` when the Runner is built, and
+    logs the environment and the whole config right then; building it under a redirected stdout
+    sends those to the log file only. ``attach`` then limits the console handler to errors, so
+    the per-iteration lines, the hook table, parameter-wise options and "Saving checkpoint" lines
+    go to the log file only. Plain ``print``s (pycocotools' evaluation chatter) land in
+    ``captured``, Python warnings in the log file. stderr stays free for a progress bar.
+    """
+    console = QuietConsole(enabled, sys.stdout, sys.stderr)
+    if not enabled:
+        yield console
+        return
+    with warnings.catch_warnings(), contextlib.redirect_stdout(console.captured):
+        warnings.showwarning = console.showwarning
+        yield console

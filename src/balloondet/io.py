@@ -8,18 +8,35 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from . import defaults
 from .errors import BalloonDataError, DataError
 
 if TYPE_CHECKING:
     import numpy as np
     from matplotlib.figure import Figure
 
-__all__ = ["BalloonDataError", "DataError", "IMAGE_SUFFIXES", "atomic_path", "image_size", "list_images",
-           "read_image", "save_figure", "write_json_atomic"]
+__all__ = ["BalloonDataError", "DataError", "IMAGE_SUFFIXES", "atomic_path", "display_path", "image_size",
+           "list_images", "read_image", "save_figure", "write_json_atomic"]
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` as printed output shows it: relative to the working directory when under it, else to
+    the source checkout when under that, else as given (no machine-specific prefix in notebooks)."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+    except OSError:  # e.g. a dangling symlink loop: show what we were given
+        return str(path)
+    for base in (Path.cwd(), defaults.SOURCE_ROOT):
+        try:
+            return str(resolved.relative_to(base.resolve())) or "."
+        except ValueError:
+            continue
+    return str(path)
 
 
 def list_images(source: str | Path) -> list[Path]:
