@@ -47,30 +47,32 @@ class TimeBudgetHook(Hook):
 class ProgressBarHook(Hook):
     """One tqdm bar over the whole run's iterations: epoch, loss, learning rate, last val mAP and ETA.
 
-    ``tqdm.auto`` draws a widget in Jupyter and a text bar on stderr elsewhere. A widget's saved
-    output is its first frame, so in a notebook the finished bar is also written once as text.
+    On a console it is tqdm's text bar on stderr. In Jupyter it is the same text in one output
+    that each frame replaces (``NotebookLine``), not tqdm.auto's widget: a saved notebook keeps
+    a widget's first frame (0 %) as its text, and this output ends as the finished bar.
     Only the main process draws (torchrun starts one hook per process).
     """
 
     priority = "VERY_LOW"  # after the hooks that log and validate
 
-    def __init__(self, metric: str = "coco/bbox_mAP", mininterval: float = 1.0, stdout=None, stderr=None):
+    def __init__(self, metric: str = "coco/bbox_mAP", mininterval: float = 1.0, stderr=None):
         self.metric = metric
         self.mininterval = mininterval
-        # the streams of the moment the hook is made: train(quiet=True) redirects stdout afterwards
-        self.stdout = stdout or sys.stdout
+        # the console's stderr when the hook is made, whatever a quiet console redirects later
         self.stderr = stderr or sys.stderr
         self.bar = None
         self.fields = {"epoch": "", "loss": "-", "lr": "-", "mAP": "-"}  # the bar's postfix, in this order
 
     def before_train(self, runner) -> None:
         from mmengine.dist import is_main_process
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         if not is_main_process():
             return
-        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it", file=self.stderr,
-                        mininterval=self.mininterval, dynamic_ncols=True)
+        notebook = in_notebook()
+        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it",
+                        file=NotebookLine() if notebook else self.stderr, mininterval=self.mininterval,
+                        ncols=110 if notebook else None, dynamic_ncols=not notebook)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.bar is None:
@@ -96,9 +98,37 @@ class ProgressBarHook(Hook):
             return
         self.bar.refresh()
         self.bar.close()
-        if type(self.bar).__module__.startswith("tqdm.notebook"):
-            print(str(self.bar), file=self.stdout)  # the widget's saved text would show its 0 % frame
         self.bar = None
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (tqdm.autonotebook's test)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+class NotebookLine:
+    """A file for tqdm that shows only its latest frame, as one notebook output updated in place."""
+
+    encoding = "utf-8"  # tqdm draws its unicode blocks into files that say so
+
+    def __init__(self) -> None:
+        from IPython.display import display
+
+        self.handle = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def write(self, text: str) -> int:
+        frames = [f for f in text.replace("\r", "\n").split("\n") if f.strip()]
+        if frames:
+            self.handle.update({"text/plain": frames[-1].rstrip()}, raw=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class QuietConsole:

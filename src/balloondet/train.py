@@ -106,7 +106,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
         console.attach(runner.logger)
         runner.register_hook(fit_check_hook(allow_head_mismatch=True))  # strict on --resume
         if quiet:
-            runner.register_hook(hooks.ProgressBarHook(stdout=console.stdout, stderr=console.stderr))
+            runner.register_hook(hooks.ProgressBarHook(stderr=console.stderr))
         runner.train()
     if quiet:
         print(f"trained {runner.epoch} of {cfg.train_cfg.max_epochs} epochs; "
