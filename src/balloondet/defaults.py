@@ -56,7 +56,7 @@ CURVES_FIGURE = "training_curves.png"
 PREDICTION_FIGURE = "balloon.jpg"
 FEATMAP_FIGURE = "{module}_visualization.png"
 CAM_FIGURE = "grad_visualization.png"
-GT_VS_PRED_FIGURE = "gt_vs_pred.png"
+GT_VS_PRED_FIGURE = "gt_vs_pred.jpg"  # photographs: a JPEG is a seventh of the PNG
 PR_FIGURE = "pr_curves.png"
 BOX_SIZES_FIGURE = "box_sizes.png"
 
