@@ -32,7 +32,8 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
         raise ModelError(f"checkpoint not found: {checkpoint}")
     device = pick_device(device)
     precision, why = resolve_precision(precision, device)
-    print(f"precision: {why}")
+    if not quiet:
+        print(f"precision: {why}")
     cfg = build_config(config, work_dir=work_dir or checkpoint.parent, cfg_options=cfg_options, data_root=data_root,
                        precision=precision)
     cfg.load_from = str(checkpoint)

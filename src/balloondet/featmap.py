@@ -15,7 +15,6 @@ from . import defaults
 from .errors import ConfigError
 from .io import display_path, read_image, save_figure
 from .model import get_layer, load_model
-from .precision import inference_precision
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +55,8 @@ def capture(model: BaseDetector, image: str | Path, layers: list[str]) -> tuple[
     input geometry (``img_shape``, ``batch_input_shape``, ``scale_factor``).
     """
     from mmdet.apis import inference_detector
+
+    from .precision import inference_precision
 
     grabbed, handles = {}, []
     for name in layers:

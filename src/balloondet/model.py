@@ -8,7 +8,6 @@ from . import defaults
 from .checkpoint import allow_mmengine_checkpoints, check_fits
 from .config import build_config, pick_device
 from .errors import ModelError
-from .precision import resolve_precision, set_inference_precision
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +26,8 @@ def load_model(config: str | Path, checkpoint: str | Path, device: str = default
         raise ModelError(f"checkpoint not found: {checkpoint} (train one with `balloondet train`)")
     from mmdet.apis import init_detector
     from mmdet.utils import register_all_modules
+
+    from .precision import resolve_precision, set_inference_precision  # torch: imported when needed only
 
     register_all_modules()
     allow_mmengine_checkpoints()

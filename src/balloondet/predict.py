@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Sequence
 from . import defaults
 from .io import atomic_path, list_images, read_image, write_json_atomic
 from .model import load_model
-from .precision import inference_precision
 
 if TYPE_CHECKING:
     from mmdet.models.detectors import BaseDetector
@@ -38,6 +37,8 @@ def predict(config: str | Path, checkpoint: str | Path | None, source: str | Pat
     """
     from mmdet.apis import inference_detector
     from mmdet.visualization import DetLocalVisualizer
+
+    from .precision import inference_precision
 
     images = list_images(source)
     model = model or load_model(config, checkpoint, device, precision=precision)

@@ -65,7 +65,8 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     device = pick_device(device)
     config = resolve_recipe(config, device)
     precision, why = resolve_precision(precision, device)
-    print(f"precision: {why}")
+    if not quiet:
+        print(f"precision: {why}")
     cfg = build_config(config, work_dir=work_dir, epochs=epochs, from_scratch=from_scratch, resume=resume,
                        cfg_options=cfg_options, launcher=launcher, device=device, data_root=data_root,
                        precision=precision)
