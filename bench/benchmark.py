@@ -7,7 +7,8 @@ Measures, at each input size (square, default 640 and 320 px):
 2. inference latency (ms/image): model only (``model.predict`` on a preprocessed 1-image batch)
    and end to end from a JPEG file (``mmdet.apis.inference_detector``);
 3. Grad-CAM (``balloondet.cam.box_cam``) and neck feature-map capture
-   (``balloondet.featmap.capture``) time per image;
+   (``balloondet.featmap.capture``) time per image, and cam-eval's map + deletion/insertion
+   curves per image and method (``balloondet.cam_eval``);
 4. peak memory: process max RSS and, on CUDA, ``torch.cuda.max_memory_allocated``;
 5. the physical floor: FLOPs per image (mmengine's FlopAnalyzer counts one multiply-add as one
    "flop", i.e. MACs; FLOPs = 2 x MACs) over the measured peak matmul throughput of the
@@ -309,6 +310,47 @@ def measure_gradcam_time(model, image: Path, args, device: str):
         test_cfg["score_thr"] = old
 
 
+def measure_cam_eval_time(model, image: Path, args, device: str) -> dict[str, list[float]] | None:
+    """cam-eval's cost per image and method: the map (``explain``) and its deletion + insertion
+    curves (``cam_eval.CAM_EVAL_STEP`` steps, one batch through the detector), on the stride-8
+    neck output, every default method and the two baselines. Score threshold 0 as for Grad-CAM."""
+    from balloondet import defaults
+    from balloondet.cam import predict_boxes, prepare_input, select_targets
+    from balloondet.cam_eval import (
+        IMAGE,
+        RANDOM,
+        SOBEL,
+        blurred_copy,
+        box_scores,
+        deletion_insertion,
+        fractions_for,
+        map_for,
+    )
+
+    inputs, sample = prepare_input(model, image)
+    test_cfg = model.bbox_head.test_cfg
+    old = test_cfg.get("score_thr")
+    test_cfg["score_thr"] = 0.0
+    try:
+        bboxes, labels, _ = select_targets(predict_boxes(model, inputs, sample), score_thr=0.0, topk=1)
+        if len(bboxes) == 0:
+            return None
+        blurred = blurred_copy(inputs, sample)
+        ends = tuple(box_scores(model, sample, torch.cat([inputs, blurred]), bboxes, labels))
+        fractions = fractions_for(defaults.CAM_EVAL_STEP)
+        layer = defaults.CAM_EVAL_LAYERS[0]
+        times = {}
+        for method in (*defaults.CAM_EVAL_METHODS, RANDOM, SOBEL):
+            def one(method: str = method) -> None:
+                heatmap = map_for(model, inputs, sample, bboxes, labels, method, IMAGE if method == SOBEL else layer, 0)
+                deletion_insertion(model, sample, inputs, blurred, heatmap, bboxes, labels, fractions, ends,
+                                   np.random.default_rng(0))
+            times[method] = timed(one, min(args.warmup, 1), max(1, args.iters // 5), device)  # ~40 forwards each
+        return times
+    finally:
+        test_cfg["score_thr"] = old
+
+
 def measure_featmap_time(model, image: Path, args, device: str) -> list[float]:
     """``featmap.capture`` of the three neck outputs per image (inference with forward hooks)."""
     from balloondet.featmap import capture, output_layers
@@ -389,6 +431,11 @@ def benchmark_inference(size: int, image: Path, args, device: str,
     gradcam = ms_per_image(raw["gradcam"]) if raw["gradcam"] else "n/a (no box)"
     rows += [row("Grad-CAM (box_cam gradcam) [fp32]", size, gradcam, "ms/img")]
     rows += cuda_peak_rows(device, "gradcam", size)
+    cam_eval_times = measure_cam_eval_time(model, image, args, device)
+    for method, times in (cam_eval_times or {}).items():
+        raw[f"cam_eval_{method}"] = times
+        rows.append(row(f"cam-eval map + deletion/insertion ({method}) [fp32]", size, statistics.median(times),
+                        "s/img"))
     return rows, raw
 
 

@@ -84,3 +84,42 @@ def test_mmdet_private_api_that_detector_wrapper_calls():
     assert params == ["self", "cls_score_list", "bbox_pred_list", "score_factor_list", "mlvl_priors", "img_meta",
                       "cfg", "rescale", "with_nms"]
     assert list(inspect.signature(select_single_mlvl).parameters) == ["mlvl_tensors", "batch_id", "detach"]
+
+
+def two_blobs() -> tuple[Tiny, torch.Tensor]:
+    """Tiny and an input lit in two places: (2:4, 2:4), inside the target's quadrant, and (5:7, 5:7), outside."""
+    inputs = torch.zeros(1, 1, 8, 8)
+    inputs[..., 2:4, 2:4] = 1
+    inputs[..., 5:7, 5:7] = 1
+    return Tiny(), inputs
+
+
+def quadrant_target(output):  # channel 0 in the top-left quadrant: its gradient is zero elsewhere
+    return output[0, :4, :4].sum()
+
+
+@pytest.mark.parametrize("method", ["spatial-gradcam", "spatial-gradcam++", "layercam"])
+def test_spatial_methods_keep_the_gradients_layout(method):
+    """Stock Grad-CAM averages each channel's gradient over the map, so both lit blobs light up, the
+    one the target never sees included. The spatial methods weight each activation by its own
+    gradient: the blob outside the target's quadrant stays dark. Not a renamed copy of Grad-CAM."""
+    model, inputs = two_blobs()
+    stock = run_cam(cam_methods()["gradcam"], model, [model.conv], inputs, [quadrant_target])
+    assert stock[5:7, 5:7].max() == pytest.approx(stock[2:4, 2:4].max(), rel=0.05)  # both blobs alike
+    spatial = run_cam(cam_methods()[method], model, [model.conv], inputs, [quadrant_target])
+    assert spatial[2:4, 2:4].max() == pytest.approx(1, abs=1e-5)
+    assert spatial[5:, 5:].max() == 0
+
+
+def test_spatial_gradcam_plusplus_differs_from_spatial_gradcam():
+    """Grad-CAM++'s weights are not the plain gradient: with one channel's gradient twice the other's,
+    the maps of spatial Grad-CAM and spatial Grad-CAM++ differ."""
+    model, inputs = two_blobs()
+    torch.nn.init.constant_(model.conv.weight[1], 0.3)
+
+    def target(output):
+        return output[0, :4, :4].sum() + 2 * output[1, 4:, 4:].sum()
+
+    plain = run_cam(cam_methods()["spatial-gradcam"], model, [model.conv], inputs, [target])
+    plusplus = run_cam(cam_methods()["spatial-gradcam++"], model, [model.conv], inputs, [target])
+    assert np.abs(plain - plusplus).max() > 0.1

@@ -3,11 +3,17 @@
 - ``DetectorWrapper``: a ``torch.nn.Module`` that maps a preprocessed batch to the
   detector's own outputs (final predictions, or every prior's class scores), which is
   what grad-cam's CAM classes call.
-- ``PriorScoreTarget`` (Grad-CAM, Grad-CAM++): the class score of the priors inside the
-  predicted boxes, on every pyramid level, so the map explains those boxes at the target
-  layer's own scale.
+- ``PriorScoreTarget`` (the gradient methods): the class score of the priors inside the
+  boxes to explain, on every pyramid level, so the map explains those boxes at the target
+  layer's own scale. The boxes need not be predictions: a missed ground-truth box works too.
 - ``BoxScoreTarget`` (AblationCAM): for every box, IoU + score of the final prediction
   that matches it best; the drop of that value measures a channel's importance.
+- ``spatial_cam_classes``: mmyolo's spatial Grad-CAM and Grad-CAM++ (``SpatialBaseCAM`` in
+  mmyolo/utils/boxam_utils.py): each activation weighted by its own gradient, not by the
+  channel's mean gradient. grad-cam's ``LayerCAM`` is the same idea with the gradient's ReLU.
+- ``select_targets``: the boxes to explain: the predictions (``predicted``), the
+  ground-truth boxes no prediction found (``missed``), or the predictions that match no
+  ground-truth box (``false-positive``); ``ground_truth`` reads them from the COCO json.
 - ``fpn_reshape_transform``: for target layers with several outputs (e.g. the whole neck),
   resizes every scale to the largest and stacks the channels.
 - ``CAM_METHODS``: the methods by name (the CLI's choices come from here).
@@ -18,6 +24,8 @@ CSPNeXtPAFPN that is ``neck.out_convs.2`` (mmyolo calls it ``out_layers``).
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,37 +40,85 @@ from .io import list_images, read_image, save_figure
 from .model import get_layer, load_model
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from mmdet.models.detectors import BaseDetector
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
 
-# name -> pytorch_grad_cam class; the first two use gradients (PriorScoreTarget), the others do not
-CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "eigencam": "EigenCAM",
-               "ablationcam": "AblationCAM"}
-GRADIENT_METHODS = ("gradcam", "gradcam++")
+# name -> class: pytorch_grad_cam's, or spatial_cam_classes()'s. GRADIENT_METHODS explain PriorScoreTarget;
+# the others (gradient-free) BoxScoreTarget. randomcam (random channel weights) is a baseline for cam-eval.
+CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "spatial-gradcam": "SpatialGradCAM",
+               "spatial-gradcam++": "SpatialGradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+               "ablationcam": "AblationCAM", "randomcam": "RandomCAM"}
+GRADIENT_METHODS = ("gradcam", "gradcam++", "spatial-gradcam", "spatial-gradcam++", "layercam", "randomcam")
+CAM_TARGETS = ("predicted", "missed", "false-positive")
+MATCH_IOU = 0.5  # a prediction and a box are the same object above this IoU (COCO's AP50)
+
+
+@functools.cache
+def spatial_cam_classes() -> dict[str, type]:
+    """Grad-CAM and Grad-CAM++ that keep the gradient's spatial layout (mmyolo's ``SpatialBaseCAM``).
+
+    Stock Grad-CAM weights a channel by its gradient averaged over the whole map, which suits
+    one class score per image; a detector's box score depends on a few cells, and the average
+    smears them over the image. Built on first use: importing grad-cam takes seconds.
+    """
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.base_cam import BaseCAM
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    class SpatialBaseCAM(BaseCAM):
+        """``get_cam_weights`` returns one weight per activation (N, C, H, W), not per channel."""
+
+        def get_cam_image(self, input_tensor: torch.Tensor, target_layer: torch.nn.Module, targets: list,
+                          activations: np.ndarray, grads: np.ndarray, eigen_smooth: bool = False) -> np.ndarray:
+            weighted = self.get_cam_weights(input_tensor, target_layer, targets, activations, grads) * activations
+            return get_2d_projection(weighted) if eigen_smooth else weighted.sum(axis=1)
+
+    class SpatialGradCAM(SpatialBaseCAM, GradCAM):
+        def get_cam_weights(self, input_tensor: torch.Tensor, target_layer: torch.nn.Module, targets: list,
+                            activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+            return grads
+
+    class SpatialGradCAMPlusPlus(SpatialBaseCAM, GradCAMPlusPlus):
+        def get_cam_weights(self, input_tensor: torch.Tensor, target_layer: torch.nn.Module, targets: list,
+                            activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+            # grad-cam's Grad-CAM++ weights (eq. 19 of arXiv:1710.11063) before its sum over the pixels
+            grads2 = grads**2
+            alpha = grads2 / (2 * grads2 + activations.sum(axis=(2, 3), keepdims=True) * grads2 * grads + 1e-6)
+            return np.where(grads != 0, alpha, 0) * np.maximum(grads, 0)
+
+    return {cls.__name__: cls for cls in (SpatialGradCAM, SpatialGradCAMPlusPlus)}
 
 
 def cam_methods() -> dict[str, type]:
-    """``CAM_METHODS`` with pytorch_grad_cam's classes."""
+    """``CAM_METHODS`` with their classes."""
     import pytorch_grad_cam
 
-    return {name: getattr(pytorch_grad_cam, cls) for name, cls in CAM_METHODS.items()}
+    classes = {**vars(pytorch_grad_cam), **spatial_cam_classes()}
+    return {name: classes[cls] for name, cls in CAM_METHODS.items()}
+
+
+def check_method(method: str) -> None:
+    if method not in CAM_METHODS:
+        raise ConfigError(f"unknown CAM method {method!r}: choose {', '.join(CAM_METHODS)}")
 
 
 @dataclass
 class CamResult:
-    """The CAM of one image's top boxes, in original image pixels."""
+    """The CAM of one image's boxes to explain, in original image pixels."""
 
     heatmap: np.ndarray  # (H, W) in [0, 1]
-    boxes: np.ndarray  # (K, 4) x1, y1, x2, y2
-    scores: np.ndarray  # (K,)
+    boxes: np.ndarray  # (K, 4) x1, y1, x2, y2: the boxes explained
+    scores: np.ndarray  # (K,) their scores (missed boxes: the best score the model gives there, 0 if none)
     labels: np.ndarray  # (K,)
     image: np.ndarray  # (H, W, 3) RGB uint8
     method: str
     layer: str  # target layer name(s), "+"-joined
     image_path: Path | None = None
     figure: Figure | None = None  # set by cam()
+    target: str = defaults.CAM_TARGET  # which boxes: predicted, missed or false-positive
 
     @property
     def focus(self) -> float:
@@ -131,25 +187,45 @@ class PriorScoreTarget:
         return total
 
 
+def best_match(bboxes: torch.Tensor, labels: torch.Tensor, other_bboxes: torch.Tensor,
+               other_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each box, ``(IoU, index)`` of the same-label other box that overlaps it most (IoU 0 if none).
+
+    Differentiable in ``other_bboxes`` (BoxScoreTarget's gradient-free methods need no gradient,
+    but the graph must stay intact).
+    """
+    from torchvision.ops import box_iou
+
+    if len(other_bboxes) == 0 or len(bboxes) == 0:
+        zeros = torch.zeros(len(bboxes), device=bboxes.device)
+        return zeros, zeros.long()
+    ious = box_iou(bboxes.to(other_bboxes.device), other_bboxes)
+    ious = torch.where(labels.to(other_labels.device)[:, None] == other_labels[None], ious, torch.zeros_like(ious))
+    return ious.max(dim=1)
+
+
+def matched_scores(bboxes: torch.Tensor, labels: torch.Tensor, pred: InstanceData,
+                   iou_threshold: float = MATCH_IOU) -> torch.Tensor:
+    """For each box, the score of its best-matching prediction (``best_match``), 0 below ``iou_threshold``."""
+    iou, index = best_match(bboxes, labels, pred.bboxes, pred.labels)
+    if len(pred) == 0:
+        return iou
+    return torch.where(iou > iou_threshold, pred.scores[index], torch.zeros_like(iou))
+
+
 class BoxScoreTarget:
     """Sum over the boxes to explain of (IoU + score) of their best-matching prediction."""
 
-    def __init__(self, bboxes: torch.Tensor, labels: torch.Tensor, iou_threshold: float = 0.5) -> None:
+    def __init__(self, bboxes: torch.Tensor, labels: torch.Tensor, iou_threshold: float = MATCH_IOU) -> None:
         self.bboxes, self.labels, self.iou_threshold = bboxes, labels, iou_threshold
 
     def __call__(self, pred: InstanceData) -> torch.Tensor:
-        from torchvision.ops import box_iou
-
         total = pred.scores.sum() * 0  # keeps the graph (and the device) when nothing matches
         if len(pred.bboxes) == 0:
             return total
-        ious = box_iou(self.bboxes.to(pred.bboxes.device), pred.bboxes)
-        for box_ious, label in zip(ious, self.labels):
-            box_ious = torch.where(pred.labels == label, box_ious, torch.zeros_like(box_ious))
-            best = box_ious.argmax()
-            if box_ious[best] > self.iou_threshold:
-                total = total + box_ious[best] + pred.scores[best]
-        return total
+        iou, index = best_match(self.bboxes, self.labels, pred.bboxes, pred.labels)
+        matched = iou > self.iou_threshold
+        return total + (iou + pred.scores[index])[matched].sum()
 
 
 def fpn_reshape_transform(outputs: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -229,64 +305,200 @@ def format_focus(focus: float) -> str:
     return "n/a (the boxes cover the whole image)" if math.isnan(focus) else f"{focus:.2f}"
 
 
-def box_cam(model: BaseDetector, image: str | Path, method: str = defaults.CAM_METHOD,
-            target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
-            score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False) -> CamResult:
-    """CAM for the top predicted boxes of one image (the image file is read once)."""
-    import mmcv
+def check_target(target: str) -> None:
+    if target not in CAM_TARGETS:
+        raise ConfigError(f"unknown CAM target {target!r}: choose {', '.join(CAM_TARGETS)}")
 
-    methods = cam_methods()
-    if method not in methods:
-        raise ConfigError(f"unknown CAM method {method!r}: choose {', '.join(methods)}")
+
+def find_annotations(image: str | Path) -> Path:
+    """The COCO json of ``image``'s split: ROOT/val/x.jpg -> ROOT/val.json (the data step's layout)."""
+    image = Path(image)
+    return image.parent.parent / f"{image.parent.name}.json"
+
+
+def ground_truth(image: str | Path, classes: Sequence[str],
+                 ann_file: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The annotated boxes of ``image``: (K, 4) x1, y1, x2, y2 in image pixels, and labels (indices into ``classes``).
+
+    ``ann_file`` defaults to ``find_annotations(image)``; the image is found by file name.
+    """
+    image = Path(image)
+    ann_file = Path(ann_file) if ann_file is not None else find_annotations(image)
+    if not ann_file.is_file():
+        raise DataError(f"{image}: no annotations to compare with (no {ann_file}; give the COCO json as ann_file)")
+    coco = json.loads(ann_file.read_text())
+    ids = [entry["id"] for entry in coco.get("images", []) if Path(entry["file_name"]).name == image.name]
+    if not ids:
+        raise DataError(f"{image}: no entry for {image.name} in {ann_file}'s images")
+    names = {c["id"]: c["name"] for c in coco.get("categories", [])}
+    boxes, labels = [], []
+    for ann in coco.get("annotations", []):
+        if ann["image_id"] != ids[0] or ann.get("iscrowd"):
+            continue
+        name = names.get(ann["category_id"])
+        if name not in classes:
+            raise DataError(f"{ann_file}: annotation {ann.get('id')} of {image.name} has category {name!r}, "
+                            f"not one of the model's classes ({', '.join(classes)})")
+        x, y, w, h = ann["bbox"]
+        boxes.append([x, y, x + w, y + h])
+        labels.append(list(classes).index(name))
+    if not boxes:
+        raise DataError(f"{image}: no annotated box in {ann_file}")
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+
+
+def predict_boxes(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample) -> InstanceData:
+    """Every prediction the head keeps (its test_cfg, after NMS), in input pixels, sorted by score."""
+    with torch.no_grad():
+        return DetectorWrapper(model, sample)(inputs)[0]
+
+
+def select_targets(pred: InstanceData, target: str = defaults.CAM_TARGET, score_thr: float = defaults.SCORE_THR,
+                   topk: int = defaults.CAM_TOPK, gt: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   iou_threshold: float = MATCH_IOU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The boxes to explain, at most ``topk``: ``(bboxes, labels, scores)`` in ``pred``'s pixels.
+
+    ``predicted``: the predictions with score >= ``score_thr``. ``missed``: the boxes of ``gt``
+    (boxes, labels) that no such prediction matches (IoU > ``iou_threshold``, same label); their
+    score is what the best-matching prediction of any score gives there (0 if none).
+    ``false-positive``: the predictions >= ``score_thr`` that match no box of ``gt``.
+    """
+    check_target(target)
+    confident = pred[pred.scores >= score_thr]  # predictions come sorted by score
+    if target == "predicted":
+        chosen = confident[:topk]
+        return chosen.bboxes, chosen.labels, chosen.scores
+    if gt is None:
+        raise ConfigError(f"the {target!r} target needs the ground-truth boxes")
+    gt_boxes, gt_labels = (t.to(pred.bboxes.device) for t in gt)
+    if target == "missed":
+        found, _ = best_match(gt_boxes, gt_labels, confident.bboxes, confident.labels)
+        missed = found <= iou_threshold
+        scores = matched_scores(gt_boxes, gt_labels, pred, iou_threshold)
+        return gt_boxes[missed][:topk], gt_labels[missed][:topk], scores[missed][:topk]
+    overlap, _ = best_match(confident.bboxes, confident.labels, gt_boxes, gt_labels)
+    wrong = confident[overlap <= iou_threshold][:topk]
+    return wrong.bboxes, wrong.labels, wrong.scores
+
+
+def no_target_message(image: str | Path, target: str, n_confident: int, n_gt: int, best: float,
+                      score_thr: float) -> str:
+    if target == "missed":
+        return (f"{image}: no missed box: each of its {n_gt} annotated box(es) has a prediction with "
+                f"score >= {score_thr} at IoU > {MATCH_IOU}")
+    if target == "false-positive" and n_confident:
+        return (f"{image}: no false positive: each of its {n_confident} prediction(s) with score >= {score_thr} "
+                f"matches an annotated box at IoU > {MATCH_IOU}")
+    return f"{image}: no predicted box with score >= {score_thr} to explain (best score {best:.3f}); lower --score-thr"
+
+
+def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+            labels: torch.Tensor, method: str = defaults.CAM_METHOD,
+            target_layer: str | Sequence[str] = defaults.CAM_LAYER) -> np.ndarray:
+    """The map of a prepared input (``prepare_input``) for boxes in input pixels.
+
+    Returns the (h, w) map of the resized image (``img_shape``, the padding cut off), in [0, 1].
+    """
+    check_method(method)
     names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
     layers = [get_layer(model, name) for name in names]
+    if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
+        wrapper, targets = DetectorWrapper(model, sample, mode="dense"), [PriorScoreTarget(bboxes, labels)]
+    else:  # gradient-free: how the matched final predictions' scores change (EigenCAM ignores it)
+        wrapper, targets = DetectorWrapper(model, sample), [BoxScoreTarget(bboxes, labels)]
+    kwargs = {"batch_size": 16} if method == "ablationcam" else {}
+    heatmap = run_cam(cam_methods()[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
+    h, w = sample.metainfo["img_shape"]
+    return heatmap[:h, :w]
+
+
+def box_cam(model: BaseDetector, image: str | Path, method: str = defaults.CAM_METHOD,
+            target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
+            score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False, target: str = defaults.CAM_TARGET,
+            ann_file: str | Path | None = None) -> CamResult:
+    """CAM for one image's boxes to explain (``select_targets``); the image file is read once.
+
+    ``missed`` and ``false-positive`` compare with the annotations (``ground_truth``; ``ann_file``
+    defaults to the split's COCO json beside the image's folder).
+    """
+    import mmcv
+
+    check_method(method)
+    check_target(target)
+    names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
     img = read_image(image)
     inputs, sample = prepare_input(model, img)
-    wrapper = DetectorWrapper(model, sample)
-    with torch.no_grad():
-        pred = wrapper(inputs)[0]
-    best = float(pred.scores.max()) if len(pred) else 0.0
-    keep = (pred.scores >= score_thr).nonzero().flatten()[:topk]  # predictions come sorted by score
-    pred = pred[keep]
-    if len(pred) == 0:
-        raise DataError(f"{image}: no predicted box with score >= {score_thr} to explain "
-                        f"(best score {best:.3f}); lower --score-thr")
-    bboxes = pred.bboxes.detach()
-    if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
-        wrapper, targets = DetectorWrapper(model, sample, mode="dense"), [PriorScoreTarget(bboxes, pred.labels)]
-    else:  # gradient-free: how the matched final predictions' scores change (EigenCAM ignores it)
-        targets = [BoxScoreTarget(bboxes, pred.labels)]
-    kwargs = {"batch_size": 16} if method == "ablationcam" else {}
-    heatmap = run_cam(methods[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
-    h, w = sample.metainfo["img_shape"]
-    heatmap = mmcv.imresize(heatmap[:h, :w], (img.shape[1], img.shape[0]))
-    scale = np.array(sample.metainfo["scale_factor"] * 2, dtype=np.float32)
-    boxes = bboxes.cpu().numpy() / scale
+    pred = predict_boxes(model, inputs, sample)
+    scale = np.array(sample.metainfo["scale_factor"] * 2, dtype=np.float32)  # image -> input pixels
+    gt = None
+    if target != "predicted":
+        gt_boxes, gt_labels = ground_truth(image, model.dataset_meta["classes"], ann_file)
+        gt = (torch.from_numpy(gt_boxes * scale), torch.from_numpy(gt_labels))
+    bboxes, labels, scores = select_targets(pred, target, score_thr, topk, gt)
+    if len(bboxes) == 0:
+        best = float(pred.scores.max()) if len(pred) else 0.0
+        raise DataError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
+                                          0 if gt is None else len(gt[0]), best, score_thr))
+    heatmap = explain(model, inputs, sample, bboxes.detach(), labels, method, names)
+    heatmap = mmcv.imresize(heatmap, (img.shape[1], img.shape[0]))
+    boxes = bboxes.detach().cpu().numpy() / scale
     if norm_in_bbox:
         heatmap = renormalize_in_boxes(heatmap, boxes)
-    return CamResult(heatmap=np.clip(heatmap, 0, 1), boxes=boxes, scores=pred.scores.detach().cpu().numpy(),
-                     labels=pred.labels.cpu().numpy(), image=img, method=method, layer="+".join(names),
-                     image_path=Path(image))
+    return CamResult(heatmap=np.clip(heatmap, 0, 1), boxes=boxes, scores=scores.detach().cpu().numpy(),
+                     labels=labels.cpu().numpy(), image=img, method=method, layer="+".join(names),
+                     image_path=Path(image), target=target)
+
+
+TARGET_COLORS = {"predicted": "lime", "missed": "orange", "false-positive": "red"}
+TARGET_TITLES = {"predicted": "predicted box(es)", "missed": "missed ground-truth box(es), best score there",
+                 "false-positive": "false positive(s)"}
+
+
+def draw_boxes(ax: Axes, result: CamResult, classes: Sequence[str]) -> None:
+    from matplotlib.patches import Rectangle
+
+    color = TARGET_COLORS[result.target]
+    for (x1, y1, x2, y2), score, label in zip(result.boxes, result.scores, result.labels):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=2))
+        ax.text(x1, y1 - 3, f"{classes[label]} {score:.2f}", color="black", fontsize=8,
+                bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))
+
+
+def overlay(result: CamResult) -> np.ndarray:
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(result.image.astype(np.float32) / 255, result.heatmap, use_rgb=True, image_weight=0.5)
 
 
 def plot_cam(result: CamResult, classes: Sequence[str] = ("balloon",), out: str | Path | None = None) -> Figure:
-    """Two panels: the detections, and the CAM overlay with the same boxes."""
+    """Two panels: the boxes explained, and the CAM overlay with the same boxes."""
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-    from pytorch_grad_cam.utils.image import show_cam_on_image
 
     img = result.image
-    overlay = show_cam_on_image(img.astype(np.float32) / 255, result.heatmap, use_rgb=True, image_weight=0.5)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2 * img.shape[0] / img.shape[1] + 0.8))
-    for ax, shown in zip(axes, (img, overlay)):
+    for ax, shown in zip(axes, (img, overlay(result))):
         ax.imshow(shown)
-        for (x1, y1, x2, y2), score, label in zip(result.boxes, result.scores, result.labels):
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", lw=2))
-            ax.text(x1, y1 - 3, f"{classes[label]} {score:.2f}", color="black", fontsize=8,
-                    bbox=dict(facecolor="lime", alpha=0.8, pad=1, lw=0))
+        draw_boxes(ax, result, classes)
         ax.axis("off")
-    axes[0].set_title(f"{len(result.boxes)} predicted box(es) to explain")
+    axes[0].set_title(f"{len(result.boxes)} {TARGET_TITLES[result.target]} to explain")
     axes[1].set_title(f"{result.method} on {result.layer} (target: scores inside those boxes)")
+    fig.tight_layout()
+    return save_figure(fig, out, dpi=80)
+
+
+def plot_cams(results: Sequence[CamResult], classes: Sequence[str] = ("balloon",),
+              out: str | Path | None = None) -> Figure:
+    """One overlay per result side by side (e.g. the three neck scales), titled with layer and focus."""
+    import matplotlib.pyplot as plt
+
+    img = results[0].image
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5 * img.shape[0] / img.shape[1] + 0.8),
+                             squeeze=False)
+    for ax, result in zip(axes[0], results):
+        ax.imshow(overlay(result))
+        draw_boxes(ax, result, classes)
+        ax.set_title(f"{result.method} on {result.layer}\nfocus {format_focus(result.focus)}", fontsize=10)
+        ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, out, dpi=80)
 
@@ -295,19 +507,22 @@ def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, me
         target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
         score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False,
         out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}", device: str = defaults.DEVICE,
-        model: BaseDetector | None = None) -> list[CamResult]:
+        model: BaseDetector | None = None, target: str = defaults.CAM_TARGET,
+        ann_file: str | Path | None = None) -> list[CamResult]:
     """Box AM for an image or a folder: one ``CamResult`` (with its ``figure``) per image explained.
 
     For one image, the figure goes to the file ``out``. For a folder, ``out`` is a folder that
-    gets one figure per image; images without a box above ``score_thr`` are skipped, and the
+    gets one figure per image; images without a box to explain (``target``) are skipped, and the
     focus of each map (mean CAM inside the boxes / outside) is printed with the median.
     """
-    if method not in CAM_METHODS:  # before the model loads
-        raise ConfigError(f"unknown CAM method {method!r}: choose {', '.join(CAM_METHODS)}")
+    check_method(method)  # before the model loads
+    check_target(target)
     model = model or load_model(config, checkpoint, device)
     classes = model.dataset_meta["classes"]
+    args = dict(method=method, target_layer=target_layer, topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox,
+                target=target, ann_file=ann_file)
     if not Path(image).is_dir():
-        result = box_cam(model, image, method, target_layer, topk, score_thr, norm_in_bbox)
+        result = box_cam(model, image, **args)
         result.figure = plot_cam(result, classes, out)
         if out is not None:
             print(f"wrote {out} ({len(result.boxes)} box(es) explained, focus {format_focus(result.focus)})")
@@ -315,7 +530,7 @@ def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, me
     results = []
     for path in list_images(image):
         try:
-            result = box_cam(model, path, method, target_layer, topk, score_thr, norm_in_bbox)
+            result = box_cam(model, path, **args)
         except DataError as err:
             print(f"{path.name}: skipped ({err})")
             continue
@@ -326,7 +541,8 @@ def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, me
     focus = focus[~np.isnan(focus)]
     if len(focus):
         layer = results[0].layer
-        print(f"{method} on {layer}: median focus {np.median(focus):.2f} over {len(focus)} images "
+        boxes = "" if target == "predicted" else f" ({target} boxes)"
+        print(f"{method} on {layer}{boxes}: median focus {np.median(focus):.2f} over {len(focus)} images "
               f"({np.mean(focus > 1):.0%} above 1; 1 = no preference for the boxes)"
               + (f"; {len(results) - len(focus)} image(s) without a defined focus" if len(focus) < len(results)
                  else ""))

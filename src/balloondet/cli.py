@@ -99,7 +99,16 @@ def _cam(a: argparse.Namespace) -> None:
     from .cam import cam
 
     cam(a.config, a.checkpoint, a.image, method=a.method, target_layer=a.target_layer, topk=a.topk,
-        score_thr=a.score_thr, norm_in_bbox=a.norm_in_bbox, out=a.out, device=a.device)
+        score_thr=a.score_thr, norm_in_bbox=a.norm_in_bbox, out=a.out, device=a.device, target=a.target,
+        ann_file=a.ann_file)
+
+
+def _cam_eval(a: argparse.Namespace) -> None:
+    from .cam_eval import cam_eval
+
+    cam_eval(a.config, a.checkpoint, a.folder, methods=a.methods, layers=a.layers, step=a.step,
+             max_images=a.max_images, baselines=not a.no_baselines, randomisation=not a.no_randomisation,
+             score_thr=a.score_thr, topk=a.topk, out=a.out, device=a.device)
 
 
 def _figures(a: argparse.Namespace) -> None:
@@ -153,6 +162,12 @@ def _cam_methods() -> Sequence[str]:
     from .cam import CAM_METHODS
 
     return tuple(CAM_METHODS)
+
+
+def _cam_targets() -> Sequence[str]:
+    from .cam import CAM_TARGETS
+
+    return CAM_TARGETS
 
 
 def _cfg_options_action() -> type[argparse.Action]:
@@ -317,7 +332,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--norm-in-bbox", action="store_true", help="renormalise the map inside each box")
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}",
                    help="figure file (a folder for a folder)")
+    s.add_argument("--target", default=defaults.CAM_TARGET, choices=LazyChoices(_cam_targets),
+                   help="boxes to explain: predicted, missed (annotated, not found) or false-positive "
+                        "(found, not annotated) (default: %(default)s)")
+    s.add_argument("--ann-file", help="COCO json for --target missed/false-positive "
+                                      "(default: ROOT/SPLIT.json for an image in ROOT/SPLIT/)")
     s.set_defaults(func=_cam)
+
+    s = sub.add_parser("cam-eval", parents=[shared["model"], shared["device"], shared["score_thr"]],
+                       help="faithfulness of the CAM methods: deletion/insertion AUC, randomisation check, focus")
+    s.add_argument("folder", metavar="FOLDER", help="images to explain (e.g. the val split)")
+    s.add_argument("--methods", nargs="+", default=list(defaults.CAM_EVAL_METHODS), choices=cam_methods,
+                   metavar="METHOD", help="%(choices)s (default: %(default)s)")
+    s.add_argument("--layers", nargs="+", default=list(defaults.CAM_EVAL_LAYERS), metavar="LAYER",
+                   help="target layers (default: the neck's three outputs, %(default)s)")
+    s.add_argument("--step", type=float, default=defaults.CAM_EVAL_STEP,
+                   help="fraction of the pixels removed or revealed per step (default: %(default)s)")
+    s.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    s.add_argument("--topk", type=int, default=defaults.CAM_TOPK, help="explain the K highest-scoring boxes")
+    s.add_argument("--no-baselines", action="store_true", help="leave out the RandomCAM and Sobel rows")
+    s.add_argument("--no-randomisation", action="store_true", help="leave out the re-initialised model's check")
+    s.add_argument("--out", default=defaults.CAM_EVAL_DIR,
+                   help="folder for cam_eval.json, cam_eval.md and cam_eval.png (default: %(default)s)")
+    s.set_defaults(func=_cam_eval)
 
     s = sub.add_parser("figures", parents=[shared["data_root"], shared["device"], shared["score_thr"]],
                        help="regenerate the README figures from a run's work dir")
