@@ -21,6 +21,7 @@ else
 endif
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+FIGURES ?= figures
 # make wheelhouse: for which Python, into which folder, with the notebook/test tools (DEV=1) or not
 PY ?= 3.$(PY_MINOR)
 WHEELHOUSE_DIR ?= wheelhouse
@@ -39,8 +40,8 @@ test: lint
 test-fast: lint  ## everything but the minutes-long training and notebook tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-run: setup  ## the main job: both notebooks, top to bottom, on the real data
-	$(BIN)/balloondet notebooks
+run: setup  ## the main job: both notebooks, top to bottom, on the real data; figures into figures/ (the README's)
+	$(BIN)/balloondet notebooks -p figures_dir $(FIGURES)
 
 notebook: setup
 	$(BIN)/jupyter lab
