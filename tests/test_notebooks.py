@@ -31,9 +31,14 @@ def test_run_notebook_on_synthetic_data(tmp_path):
     text, images = outputs(out)
     assert "| bbox_mAP |" in text and "| bbox_mAP_50 |" in text  # the metrics table
     assert "train: 48 images" in text
-    assert images >= 2  # dataset figure and training curves
-    assert (tmp_path / "figs" / "dataset.png").is_file() and (tmp_path / "figs" / "training_curves.png").is_file()
+    assert images >= 5  # dataset, box sizes, ground truth vs predictions, precision-recall, training curves
+    for name in ("dataset.png", "box_sizes.png", "gt_vs_pred.jpg", "pr_curves.png", "training_curves.png"):
+        assert (tmp_path / "figs" / name).is_file(), name
     assert (tmp_path / "run" / "test_metrics.json").is_file()
+    train_cell = next(c for c in json.loads(out.read_text())["cells"] if "quiet=True, retrain" in "".join(c["source"]))
+    train_text = "".join("".join(o.get("text", "")) for o in train_cell["outputs"])
+    assert len(train_text.splitlines()) <= 40, train_text  # a progress bar, not mmengine's log
+    assert "100%" in train_text, train_text
 
 
 def test_analyse_notebook_with_trained_checkpoint(trained_smoke, synthetic_root, tmp_path):

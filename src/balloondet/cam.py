@@ -52,7 +52,7 @@ CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "spatial-gr
                "spatial-gradcam++": "SpatialGradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
                "ablationcam": "AblationCAM", "randomcam": "RandomCAM"}
 GRADIENT_METHODS = ("gradcam", "gradcam++", "spatial-gradcam", "spatial-gradcam++", "layercam", "randomcam")
-CAM_TARGETS = ("predicted", "missed", "false-positive")
+CAM_TARGETS = defaults.CAM_TARGETS
 MATCH_IOU = 0.5  # a prediction and a box are the same object above this IoU (COCO's AP50)
 
 
@@ -487,20 +487,37 @@ def plot_cam(result: CamResult, classes: Sequence[str] = ("balloon",), out: str 
 
 
 def plot_cams(results: Sequence[CamResult], classes: Sequence[str] = ("balloon",),
-              out: str | Path | None = None) -> Figure:
+              out: str | Path | None = None, titles: Sequence[str] | None = None) -> Figure:
     """One overlay per result side by side (e.g. the three neck scales), titled with layer and focus."""
     import matplotlib.pyplot as plt
 
     img = results[0].image
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5 * img.shape[0] / img.shape[1] + 0.8),
                              squeeze=False)
-    for ax, result in zip(axes[0], results):
+    for i, (ax, result) in enumerate(zip(axes[0], results)):
         ax.imshow(overlay(result))
         draw_boxes(ax, result, classes)
-        ax.set_title(f"{result.method} on {result.layer}\nfocus {format_focus(result.focus)}", fontsize=10)
+        title = titles[i] if titles else f"{result.method} on {result.layer}"
+        ax.set_title(f"{title}\nfocus {format_focus(result.focus)}", fontsize=10)
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, out, dpi=80)
+
+
+NECK_STRIDES = {"neck.out_convs.2": 32, "neck.out_convs.1": 16, "neck.out_convs.0": 8}  # CSPNeXtPAFPN's outputs
+
+
+def cam_scales(model: BaseDetector, image: str | Path, method: str = defaults.CAM_METHOD,
+               score_thr: float = defaults.SCORE_THR, target: str = defaults.CAM_TARGET,
+               out: str | Path | None = None) -> list[CamResult]:
+    """The CAM of one image at the neck's three scales, the default layer first and marked in its title."""
+    layers = sorted(NECK_STRIDES, key=lambda layer: layer != defaults.CAM_LAYER)
+    results = [box_cam(model, image, method=method, target_layer=layer, score_thr=score_thr, target=target)
+               for layer in layers]
+    titles = [f"{method}, stride {NECK_STRIDES[layer]} ({layer})" + (", default" * (layer == defaults.CAM_LAYER))
+              for layer in layers]
+    results[0].figure = plot_cams(results, model.dataset_meta["classes"], out=out, titles=titles)
+    return results
 
 
 def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, method: str = defaults.CAM_METHOD,

@@ -164,12 +164,6 @@ def _cam_methods() -> Sequence[str]:
     return tuple(CAM_METHODS)
 
 
-def _cam_targets() -> Sequence[str]:
-    from .cam import CAM_TARGETS
-
-    return CAM_TARGETS
-
-
 def _cfg_options_action() -> type[argparse.Action]:
     """mmengine's ``DictAction`` (``KEY=VALUE`` pairs, values parsed as mmengine does), with a
     usage error instead of a traceback for a pair without ``=``."""
@@ -332,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--norm-in-bbox", action="store_true", help="renormalise the map inside each box")
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}",
                    help="figure file (a folder for a folder)")
-    s.add_argument("--target", default=defaults.CAM_TARGET, choices=LazyChoices(_cam_targets),
+    s.add_argument("--target", default=defaults.CAM_TARGET, choices=defaults.CAM_TARGETS,
                    help="boxes to explain: predicted, missed (annotated, not found) or false-positive "
                         "(found, not annotated) (default: %(default)s)")
     s.add_argument("--ann-file", help="COCO json for --target missed/false-positive "

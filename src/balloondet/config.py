@@ -259,7 +259,7 @@ def choose_recipe(device: str = defaults.DEVICE,
     from-scratch recipe (640 px); no CUDA: the from-scratch CPU recipe (320 px).
     """
     if pick_device(device) == "cpu":
-        return defaults.CPU_CONFIG, "no CUDA device: the from-scratch CPU recipe (320 px)"
+        return defaults.CPU_CONFIG, "no CUDA device: the from-scratch CPU recipe (trains at 320 px, tests at 640)"
     ok, why = probe(build_config(defaults.GPU_CONFIG).get("load_from"))
     if ok:
         return defaults.GPU_CONFIG, f"CUDA, and the COCO checkpoint is at hand ({why}): fine-tune it"

@@ -37,6 +37,7 @@ SCORE_THR = 0.3  # detections drawn, explained and reported
 CAM_LAYER = "neck.out_convs.2"  # the neck's stride-32 output (mmyolo calls it out_layers)
 CAM_METHOD = "gradcam"
 CAM_TOPK = 5  # boxes explained per image
+CAM_TARGETS = ("predicted", "missed", "false-positive")
 CAM_TARGET = "predicted"  # which boxes `cam` explains: predicted, missed (ground truth) or false-positive
 # cam-eval (faithfulness): the methods and neck scales compared (strides 8, 16, 32), the deletion and
 # insertion step (fraction of the pixels per step), and where the table goes. A map costs 38 forward passes
@@ -56,7 +57,9 @@ DATASET_FIGURE = "dataset.png"
 CURVES_FIGURE = "training_curves.png"
 PREDICTION_FIGURE = "balloon.jpg"
 FEATMAP_FIGURE = "{module}_visualization.png"
-CAM_FIGURE = "grad_visualization.png"
+CAM_FIGURE = "grad_visualization.png"  # the three neck scales, the default layer first
+CAM_MISSED_FIGURE = "cam_missed.png"
+CAM_EVAL_FIGURE = "cam_eval.png"
 GT_VS_PRED_FIGURE = "gt_vs_pred.jpg"  # photographs: a JPEG is a seventh of the PNG
 PR_FIGURE = "pr_curves.png"
 BOX_SIZES_FIGURE = "box_sizes.png"

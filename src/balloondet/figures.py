@@ -37,10 +37,11 @@ def example_image(data_root: str | Path = defaults.DATA_ROOT, split: str = "val"
 def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT, image: str | Path | None = None,
                  out: str | Path = defaults.FIGURES_DIR, device: str = defaults.DEVICE,
                  cam_method: str = defaults.CAM_METHOD, score_thr: float = defaults.SCORE_THR) -> list[Path]:
-    """dataset, training curves, prediction, backbone/neck feature maps, Grad-CAM, ground truth against
-    predictions, precision-recall and box-size figures. The val detections come from ``test``'s
-    ``WORK_DIR/test_detections.bbox.json``; without one, the run's checkpoint is tested first."""
-    from .cam import cam
+    """dataset, training curves, prediction, backbone/neck feature maps, Grad-CAM at the neck's three
+    scales, ground truth against predictions, precision-recall and box-size figures. The val detections
+    come from ``test``'s ``WORK_DIR/test_detections.bbox.json``; without one, the run's checkpoint is
+    tested first."""
+    from .cam import cam_scales
     from .curves import plot_curves
     from .evaluate import evaluate_checkpoint
     from .featmap import MODULES, featmap
@@ -61,7 +62,7 @@ def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROO
     predict(config, None, image, score_thr=score_thr, out=Path(work_dir) / "predict", model=model)
     shutil.copyfile(Path(work_dir) / "predict" / image.name, out / defaults.PREDICTION_FIGURE)
     featmap(config, None, image, modules=MODULES, out=out, model=model)
-    cam(config, None, image, method=cam_method, score_thr=score_thr, out=out / defaults.CAM_FIGURE, model=model)
+    cam_scales(model, image, method=cam_method, score_thr=score_thr, out=out / defaults.CAM_FIGURE)
     if not (Path(work_dir) / DETECTIONS).is_file():
         evaluate_checkpoint(config, find_checkpoint(work_dir), work_dir=work_dir, device=device, data_root=data_root,
                             quiet=True)
