@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from . import defaults
+from .cocostats import load_json
 from .errors import ConfigError, DataError
 from .io import list_images, read_image, save_figure
 from .model import get_layer, load_model
@@ -326,7 +326,7 @@ def ground_truth(image: str | Path, classes: Sequence[str],
     ann_file = Path(ann_file) if ann_file is not None else find_annotations(image)
     if not ann_file.is_file():
         raise DataError(f"{image}: no annotations to compare with (no {ann_file}; give the COCO json as ann_file)")
-    coco = json.loads(ann_file.read_text())
+    coco = load_json(ann_file, "the split's COCO json")
     ids = [entry["id"] for entry in coco.get("images", []) if Path(entry["file_name"]).name == image.name]
     if not ids:
         raise DataError(f"{image}: no entry for {image.name} in {ann_file}'s images")

@@ -211,6 +211,9 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p["data_root_override"] = parent()  # a dataset that replaces the config's
     p["data_root_override"].add_argument("--data-root", help="converted dataset to use instead of the config's "
                                                              "(e.g. data/synthetic)")
+    p["detections"] = parent(p["data_root"], p["score_thr"])  # figures drawn from `test`'s detections
+    p["detections"].add_argument("work_dir", help="a work dir where `test` wrote test_detections.bbox.json")
+    p["detections"].add_argument("--split", default="val", choices=["train", "val"])
     return p
 
 
@@ -274,17 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resamples of the val images for mAP's 95 %% interval, 0: none (default: %(default)s)")
     s.set_defaults(func=_test)
 
-    s = sub.add_parser("gt-vs-pred", parents=[shared["data_root"], shared["score_thr"]],
+    s = sub.add_parser("gt-vs-pred", parents=[shared["detections"]],
                        help="every val image: true positives, false positives and missed boxes (after `test`)")
-    s.add_argument("work_dir", help="a work dir where `test` wrote test_detections.bbox.json")
-    s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.GT_VS_PRED_FIGURE}")
     s.set_defaults(func=_gt_vs_pred)
 
-    s = sub.add_parser("pr-curves", parents=[shared["data_root"], shared["score_thr"]],
+    s = sub.add_parser("pr-curves", parents=[shared["detections"]],
                        help="precision-recall at IoU 0.5 and 0.75, and a score-threshold sweep (after `test`)")
-    s.add_argument("work_dir", help="a work dir where `test` wrote test_detections.bbox.json")
-    s.add_argument("--split", default="val", choices=["train", "val"])
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.PR_FIGURE}")
     s.set_defaults(func=_pr_curves)
 
