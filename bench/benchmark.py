@@ -340,7 +340,7 @@ def measure_cam_eval_time(model, image: Path, args, device: str) -> dict[str, li
         fractions = fractions_for(defaults.CAM_EVAL_STEP)
         layer = defaults.CAM_EVAL_LAYERS[0]
         times = {}
-        for method in (*defaults.CAM_EVAL_METHODS, RANDOM, SOBEL):
+        for method in (*defaults.CAM_COMPARED, RANDOM, SOBEL):
             def one(method: str = method) -> None:
                 heatmap = map_for(model, inputs, sample, bboxes, labels, method, IMAGE if method == SOBEL else layer, 0)
                 deletion_insertion(model, sample, inputs, blurred, heatmap, bboxes, labels, fractions, ends,

@@ -144,13 +144,35 @@ def test_bf16_predictions_agree_with_fp32(trained_smoke, synthetic_root):
     n_boxes = 0
     for fp32, bf16 in zip(preds["fp32"], preds["bf16"]):
         assert bf16.bboxes.dtype == torch.float32  # decoded in fp32, not on bf16's coarse grid
-        keep32, keep16 = fp32.scores >= SCORE_THR, bf16.scores >= SCORE_THR
-        assert keep32.sum() == keep16.sum()
-        if not keep32.any():
-            continue
-        iou = bbox_overlaps(fp32.bboxes[keep32], bf16.bboxes[keep16])
-        best, match = iou.max(1)
-        assert (best >= 0.9).all(), best
-        assert torch.allclose(fp32.scores[keep32], bf16.scores[keep16][match], atol=0.05)
-        n_boxes += int(keep32.sum())
+        # Each box above the threshold in one precision has a counterpart in the other (IoU >= 0.9,
+        # score within 0.05) among all its detections: a box whose score is within 0.05 of the
+        # threshold may fall on either side of it, which the tolerance allows and nothing else does.
+        for a, b in ((fp32, bf16), (bf16, fp32)):
+            keep = a.scores >= SCORE_THR
+            if not keep.any():
+                continue
+            iou = bbox_overlaps(a.bboxes[keep], b.bboxes)
+            close = (a.scores[keep, None] - b.scores[None, :]).abs() <= 0.05
+            assert ((iou >= 0.9) & close).any(1).all(), (a.scores[keep], iou.max(1))
+        n_boxes += int((fp32.scores >= SCORE_THR).sum())
     assert n_boxes >= len(images)  # the comparison covered real detections
+
+
+def test_separable_max_pools_give_the_same_outputs(smoke_model):
+    """load_model's split SPP pools (1 x k then k x 1) compute exactly the stock k x k pools, in fp32 and bf16."""
+    import copy
+
+    from balloondet.model import separable_max_pools
+
+    def square_pools(model):
+        return [m.kernel_size for m in model.modules() if type(m) is torch.nn.MaxPool2d and m.kernel_size in (5, 9, 13)]
+
+    stock = copy.deepcopy(smoke_model).eval()
+    split = separable_max_pools(copy.deepcopy(smoke_model)).eval()
+    assert square_pools(stock) == [5, 9, 13] and square_pools(split) == []  # CSPNeXt's SPP block, replaced
+    assert split.state_dict().keys() == stock.state_dict().keys()  # checkpoints are unaffected
+    x = torch.randn(2, 3, 160, 224)
+    for bf16 in (False, True):
+        with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            a, b = stock.extract_feat(x), split.extract_feat(x)
+        assert all(torch.equal(u, v) for u, v in zip(a, b))

@@ -36,7 +36,7 @@ import torch
 from . import defaults
 from .cocostats import load_json
 from .errors import ConfigError, DataError
-from .io import list_images, read_image, save_figure
+from .io import display_path, list_images, read_image, save_figure
 from .model import get_layer, load_model
 
 if TYPE_CHECKING:
@@ -134,11 +134,13 @@ class DetectorWrapper(torch.nn.Module):
     class scores of every prior, before any filtering.
     """
 
-    def __init__(self, detector: BaseDetector, data_sample: DetDataSample, mode: str = "predict") -> None:
+    def __init__(self, detector: BaseDetector, data_sample: DetDataSample, mode: str = "predict",
+                 test_cfg: dict | None = None) -> None:
         super().__init__()
         self.detector = detector
         self.data_sample = data_sample  # geometry of the input (img_shape, pad_shape, ...)
         self.mode = mode
+        self.test_cfg = test_cfg or detector.bbox_head.test_cfg  # post-processing (NMS) settings
 
     def forward(self, inputs: torch.Tensor) -> list:
         from mmdet.models.utils import select_single_mlvl
@@ -146,6 +148,8 @@ class DetectorWrapper(torch.nn.Module):
         head = self.detector.bbox_head
         feats = self.detector.extract_feat(inputs)
         cls_scores, bbox_preds = head(feats)
+        # under bf16 autocast (cam_eval's scoring passes) the boxes are decoded in fp32; a no-op otherwise
+        cls_scores, bbox_preds = [c.float() for c in cls_scores], [b.float() for b in bbox_preds]
         priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=cls_scores[0].dtype,
                                                   device=cls_scores[0].device)
         if self.mode == "dense":  # every prior's class scores, per level: (priors (P, 2+), scores (P, classes))
@@ -158,7 +162,7 @@ class DetectorWrapper(torch.nn.Module):
                 cls_score_list=select_single_mlvl(cls_scores, i, detach=False),
                 bbox_pred_list=select_single_mlvl(bbox_preds, i, detach=False),
                 score_factor_list=[None] * len(cls_scores), mlvl_priors=priors,
-                img_meta=self.data_sample.metainfo, cfg=head.test_cfg, rescale=False, with_nms=True)
+                img_meta=self.data_sample.metainfo, cfg=self.test_cfg, rescale=False, with_nms=True)
             for i in range(len(inputs))
         ]
 
@@ -517,6 +521,9 @@ def cam_scales(model: BaseDetector, image: str | Path, method: str = defaults.CA
     titles = [f"{method}, stride {NECK_STRIDES[layer]} ({layer})" + (", default" * (layer == defaults.CAM_LAYER))
               for layer in layers]
     results[0].figure = plot_cams(results, model.dataset_meta["classes"], out=out, titles=titles)
+    if out is not None:
+        focus = ", ".join(f"stride {NECK_STRIDES[layer]} {format_focus(r.focus)}" for layer, r in zip(layers, results))
+        print(f"wrote {display_path(out)} ({len(results[0].boxes)} box(es) explained; focus {focus})")
     return results
 
 
@@ -542,16 +549,20 @@ def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, me
         result = box_cam(model, image, **args)
         result.figure = plot_cam(result, classes, out)
         if out is not None:
-            print(f"wrote {out} ({len(result.boxes)} box(es) explained, focus {format_focus(result.focus)})")
+            print(f"wrote {display_path(out)} ({len(result.boxes)} box(es) explained, "
+                  f"focus {format_focus(result.focus)})")
         return [result]
+    import matplotlib.pyplot as plt
+
     results = []
     for path in list_images(image):
         try:
             result = box_cam(model, path, **args)
         except DataError as err:
-            print(f"{path.name}: skipped ({err})")
+            print(f"{path.name}: skipped ({str(err).replace(f'{path}: ', '')})")
             continue
         result.figure = plot_cam(result, classes, Path(out) / f"{path.stem}.png" if out is not None else None)
+        plt.close(result.figure)  # saved, and kept in the result: a notebook shows the figures it asks for, not all
         print(f"{path.name}: {len(result.boxes)} box(es), focus {format_focus(result.focus)}")
         results.append(result)
     focus = np.array([r.focus for r in results])

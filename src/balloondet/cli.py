@@ -104,11 +104,13 @@ def _cam(a: argparse.Namespace) -> None:
 
 
 def _cam_eval(a: argparse.Namespace) -> None:
-    from .cam_eval import cam_eval
+    from .cam_eval import cam_eval, format_table
 
-    cam_eval(a.config, a.checkpoint, a.folder, methods=a.methods, layers=a.layers, step=a.step,
-             max_images=a.max_images, baselines=not a.no_baselines, randomisation=not a.no_randomisation,
-             score_thr=a.score_thr, topk=a.topk, out=a.out, device=a.device)
+    result = cam_eval(a.config, a.checkpoint, a.folder, methods=a.methods, layers=a.layers, step=a.step,
+                      max_images=a.max_images, baselines=not a.no_baselines,
+                      randomisation=not a.no_randomisation, score_thr=a.score_thr, topk=a.topk, out=a.out,
+                      device=a.device)
+    print(format_table(result.rows))
 
 
 def _figures(a: argparse.Namespace) -> None:
@@ -336,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="faithfulness of the CAM methods: deletion/insertion AUC, randomisation check, focus")
     s.add_argument("folder", metavar="FOLDER", help="images to explain (e.g. the val split)")
     s.add_argument("--methods", nargs="+", default=list(defaults.CAM_EVAL_METHODS), choices=cam_methods,
-                   metavar="METHOD", help="%(choices)s (default: %(default)s)")
+                   metavar="METHOD", help="%(choices)s (default: %(default)s; the README compares "
+                                          f"{' '.join(defaults.CAM_COMPARED)})")
     s.add_argument("--layers", nargs="+", default=list(defaults.CAM_EVAL_LAYERS), metavar="LAYER",
                    help="target layers (default: the neck's three outputs, %(default)s)")
     s.add_argument("--step", type=float, default=defaults.CAM_EVAL_STEP,

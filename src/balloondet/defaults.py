@@ -39,10 +39,12 @@ CAM_METHOD = "gradcam"
 CAM_TOPK = 5  # boxes explained per image
 CAM_TARGETS = ("predicted", "missed", "false-positive")
 CAM_TARGET = "predicted"  # which boxes `cam` explains: predicted, missed (ground truth) or false-positive
-# cam-eval (faithfulness): the methods and neck scales compared (strides 8, 16, 32), the deletion and
-# insertion step (fraction of the pixels per step), and where the table goes. A map costs 38 forward passes
-# (~1.7 s at 320 px on one core): three methods keep the 13 val images near 5 minutes; add others by name.
-CAM_EVAL_METHODS = ("gradcam", "spatial-gradcam", "layercam")
+# cam-eval (faithfulness): the methods and neck scales measured (strides 8, 16, 32) beside the RandomCAM and
+# Sobel baselines, the deletion and insertion step (fraction of the pixels per step), where the table goes.
+# A map costs 38 forward passes, ~2.5 s per image at 640 px on 2 cores (bf16): the default method's three
+# scales and the baselines (7 maps) take ~4.5 min for the 13 val images. CAM_COMPARED: the README's comparison.
+CAM_EVAL_METHODS = (CAM_METHOD,)
+CAM_COMPARED = ("gradcam", "spatial-gradcam", "layercam")
 CAM_EVAL_LAYERS = ("neck.out_convs.0", "neck.out_convs.1", "neck.out_convs.2")
 CAM_EVAL_STEP = 0.05
 CAM_EVAL_DIR = f"{WORK_DIRS}/cam_eval"
@@ -56,6 +58,7 @@ FIGURES_DIR = "figures"
 DATASET_FIGURE = "dataset.png"
 CURVES_FIGURE = "training_curves.png"
 PREDICTION_FIGURE = "balloon.jpg"
+PREVIEW_MAX_SIDE = 1280  # px: the prediction figure's longer side (the photo is 2048 px, 1.2 MB)
 FEATMAP_FIGURE = "{module}_visualization.png"
 CAM_FIGURE = "grad_visualization.png"  # the three neck scales, the default layer first
 CAM_MISSED_FIGURE = "cam_missed.png"

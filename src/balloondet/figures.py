@@ -5,12 +5,11 @@ An orchestrator above the steps: it calls plot_dataset, curves, predict, featmap
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from . import defaults
 from .errors import DataError
-from .io import display_path
+from .io import display_path, write_preview
 
 
 def run_config(work_dir: str | Path) -> Path:
@@ -60,7 +59,7 @@ def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROO
     plot_dataset(data_root, out=out / defaults.DATASET_FIGURE)
     plot_curves(work_dir, out=out / defaults.CURVES_FIGURE)
     predict(config, None, image, score_thr=score_thr, out=Path(work_dir) / "predict", model=model)
-    shutil.copyfile(Path(work_dir) / "predict" / image.name, out / defaults.PREDICTION_FIGURE)
+    write_preview(Path(work_dir) / "predict" / image.name, out / defaults.PREDICTION_FIGURE)
     featmap(config, None, image, modules=MODULES, out=out, model=model)
     cam_scales(model, image, method=cam_method, score_thr=score_thr, out=out / defaults.CAM_FIGURE)
     if not (Path(work_dir) / DETECTIONS).is_file():

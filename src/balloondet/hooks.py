@@ -65,14 +65,11 @@ class ProgressBarHook(Hook):
 
     def before_train(self, runner) -> None:
         from mmengine.dist import is_main_process
-        from tqdm import tqdm
 
         if not is_main_process():
             return
-        notebook = in_notebook()
-        self.bar = tqdm(total=runner.max_iters, initial=runner.iter, desc="train", unit="it",
-                        file=NotebookLine() if notebook else self.stderr, mininterval=self.mininterval,
-                        ncols=110 if notebook else None, dynamic_ncols=not notebook)
+        self.bar = progress_bar(runner.max_iters, "train", initial=runner.iter, file=self.stderr,
+                                mininterval=self.mininterval)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         if self.bar is None:
@@ -109,6 +106,15 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def progress_bar(total: int, desc: str, unit: str = "it", initial: int = 0, file=None, mininterval: float = 1.0):
+    """A tqdm bar with ETA: tqdm's text on ``file`` (stderr) on a console, one line updated in place in Jupyter."""
+    from tqdm import tqdm
+
+    notebook = in_notebook()
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=NotebookLine() if notebook else file,
+                ncols=110 if notebook else None, dynamic_ncols=not notebook, mininterval=mininterval)
 
 
 class NotebookLine:
