@@ -126,6 +126,10 @@ class CamResult:
         return inside_outside_ratio(self.heatmap, self.boxes)
 
 
+class NoTargetError(DataError):
+    """The image has no box of the kind asked for (``target``) to explain."""
+
+
 class DetectorWrapper(torch.nn.Module):
     """Preprocessed images in, the detector's own outputs out, one entry per image.
 
@@ -441,7 +445,7 @@ def box_cam(model: BaseDetector, image: str | Path, method: str = defaults.CAM_M
     bboxes, labels, scores = select_targets(pred, target, score_thr, topk, gt)
     if len(bboxes) == 0:
         best = float(pred.scores.max()) if len(pred) else 0.0
-        raise DataError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
+        raise NoTargetError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
                                           0 if gt is None else len(gt[0]), best, score_thr))
     heatmap = explain(model, inputs, sample, bboxes.detach(), labels, method, names)
     heatmap = mmcv.imresize(heatmap, (img.shape[1], img.shape[0]))
@@ -554,10 +558,13 @@ def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, me
         return [result]
     import matplotlib.pyplot as plt
 
-    results = []
+    results, nothing_to_explain = [], []
     for path in list_images(image):
         try:
             result = box_cam(model, path, **args)
+        except NoTargetError:
+            nothing_to_explain.append(path.name)
+            continue
         except DataError as err:
             print(f"{path.name}: skipped ({str(err).replace(f'{path}: ', '')})")
             continue
@@ -565,6 +572,10 @@ def cam(config: str | Path, checkpoint: str | Path | None, image: str | Path, me
         plt.close(result.figure)  # saved, and kept in the result: a notebook shows the figures it asks for, not all
         print(f"{path.name}: {len(result.boxes)} box(es), focus {format_focus(result.focus)}")
         results.append(result)
+    if nothing_to_explain:
+        kind = {"predicted": f"predicted box >= {score_thr}", "missed": "missed balloon",
+                "false-positive": "false positive"}[target]
+        print(f"skipped {len(nothing_to_explain)} image(s) without a {kind}: {', '.join(nothing_to_explain)}")
     focus = np.array([r.focus for r in results])
     focus = focus[~np.isnan(focus)]
     if len(focus):

@@ -7,6 +7,7 @@ image's un-padded area and laid over the image with mmengine's ``Visualizer.draw
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -87,11 +88,14 @@ def draw(fmap: FeatureMap, image: np.ndarray, img_shape: tuple[int, int], reduct
     h = math.ceil(img_shape[0] / fmap.stride)
     w = math.ceil(img_shape[1] / fmap.stride)
     valid = fmap.tensor[:, :h, :w]  # drop the cells that only saw padding
-    if reduction == "topk":
-        cols = min(topk, 2)
-        return Visualizer.draw_featmap(valid, image, channel_reduction=None, topk=topk,
-                                       arrangement=(math.ceil(topk / cols), cols))
-    return Visualizer.draw_featmap(valid, image, channel_reduction=REDUCTIONS[reduction])
+    with warnings.catch_warnings():
+        # mmengine warns that the map "will be interpolated" to the image's size: that is the point here
+        warnings.filterwarnings("ignore", message="Since the spatial dimensions", category=UserWarning)
+        if reduction == "topk":
+            cols = min(topk, 2)
+            return Visualizer.draw_featmap(valid, image, channel_reduction=None, topk=topk,
+                                           arrangement=(math.ceil(topk / cols), cols))
+        return Visualizer.draw_featmap(valid, image, channel_reduction=REDUCTIONS[reduction])
 
 
 def plot_module(maps: list[FeatureMap], image: np.ndarray, img_shape: tuple[int, int], module: str,

@@ -1,6 +1,9 @@
 """A trained detector: load it from a config and a checkpoint, find its checkpoint and its layers."""
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +36,11 @@ def load_model(config: str | Path, checkpoint: str | Path, device: str = default
     allow_mmengine_checkpoints()
     cfg = build_config(config)
     device = pick_device(device)
-    model = init_detector(cfg, str(checkpoint), device=device)
+    # mmdet's prior generator calls torch.meshgrid without `indexing` (torch >= 1.10 warns, once per
+    # process, about a future default); mmdet's own code, the same on every call: not ours to act on.
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+    with contextlib.redirect_stdout(io.StringIO()):  # mmengine's "Loads checkpoint by ..." line
+        model = init_detector(cfg, str(checkpoint), device=device)
     check_fits(model, None, checkpoint)  # every backbone/neck/head tensor, or a clear error
     separable_max_pools(model)
     return set_inference_precision(model, resolve_precision(precision, device)[0])
