@@ -177,6 +177,7 @@ def build_inference_model(size: int, device: str):
     from mmdet.apis import init_detector
 
     from balloondet.config import build_config
+    from balloondet.model import separable_max_pools
 
     cfg = build_config(CONFIG, from_scratch=True)
     for step in cfg.test_dataloader.dataset.pipeline:
@@ -187,7 +188,7 @@ def build_inference_model(size: int, device: str):
     with warnings.catch_warnings(record=True):  # swallows "checkpoint is None, use COCO classes by default"
         model = init_detector(cfg, None, device=device)
     init_weights_quietly(model)  # the same step-0 weights as training starts from
-    return model.eval()
+    return separable_max_pools(model).eval()  # as load_model builds it for predict, featmap, cam
 
 
 def random_boxes(rng: np.random.Generator, size: int, n: int) -> torch.Tensor:

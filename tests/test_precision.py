@@ -127,7 +127,14 @@ def test_keep_head_fp32_survives_deepcopy(smoke_model):
 
 @pytest.mark.slow
 def test_bf16_predictions_agree_with_fp32(trained_smoke, synthetic_root):
-    """Same boxes above the threshold (IoU >= 0.9) with scores within 0.05, on the trained smoke model."""
+    """Every box above the threshold in one precision is found by the other (IoU >= 0.9, score within
+    0.05), on the trained smoke model.
+
+    Found among the other precision's scored boxes before NMS: where overlapping candidates score
+    alike, a change in the third decimal can make NMS keep a neighbour instead (seen on torch 2.14:
+    a 0.35 box whose kept neighbour overlapped it at IoU 0.71). That choice is NMS's, not a bf16
+    error; a box that bf16 moved, rescored or lost fails either way.
+    """
     from mmdet.apis import inference_detector
     from mmdet.structures.bbox import bbox_overlaps
 
@@ -136,25 +143,27 @@ def test_bf16_predictions_agree_with_fp32(trained_smoke, synthetic_root):
     from balloondet.precision import inference_precision
 
     images = sorted((synthetic_root / "val").glob("*.jpg"))[:6]
-    preds = {}
+    kept, scored = {}, {}
     for precision in ("fp32", "bf16"):
         model = load_model(SMOKE, trained_smoke["checkpoint"], device="cpu", precision=precision)
         with inference_precision(model):
-            preds[precision] = [inference_detector(model, str(p)).pred_instances for p in images]
+            kept[precision] = [inference_detector(model, str(p)).pred_instances for p in images]
+            model.bbox_head.test_cfg.nms = None  # mmcv's batched_nms without a config: sorted, nothing suppressed
+            scored[precision] = [inference_detector(model, str(p)).pred_instances for p in images]
     n_boxes = 0
-    for fp32, bf16 in zip(preds["fp32"], preds["bf16"]):
-        assert bf16.bboxes.dtype == torch.float32  # decoded in fp32, not on bf16's coarse grid
-        # Each box above the threshold in one precision has a counterpart in the other (IoU >= 0.9,
-        # score within 0.05) among all its detections: a box whose score is within 0.05 of the
-        # threshold may fall on either side of it, which the tolerance allows and nothing else does.
-        for a, b in ((fp32, bf16), (bf16, fp32)):
+    for i in range(len(images)):
+        assert kept["bf16"][i].bboxes.dtype == torch.float32  # decoded in fp32, not on bf16's coarse grid
+        for mine, other in (("fp32", "bf16"), ("bf16", "fp32")):
+            a, b = kept[mine][i], scored[other][i]
             keep = a.scores >= SCORE_THR
             if not keep.any():
                 continue
             iou = bbox_overlaps(a.bboxes[keep], b.bboxes)
             close = (a.scores[keep, None] - b.scores[None, :]).abs() <= 0.05
-            assert ((iou >= 0.9) & close).any(1).all(), (a.scores[keep], iou.max(1))
-        n_boxes += int((fp32.scores >= SCORE_THR).sum())
+            assert ((iou >= 0.9) & close).any(1).all(), (mine, a.scores[keep], iou.max(1))
+            n_boxes += int(keep.sum()) * (mine == "fp32")
+        top = scored["fp32"][i].bboxes[:50]
+        assert (bbox_overlaps(top, top).triu(1) > 0.65).any()  # NMS (IoU 0.65) really was off: overlaps remain
     assert n_boxes >= len(images)  # the comparison covered real detections
 
 

@@ -169,13 +169,14 @@ def coco_api(gt: dict, dets: list[dict]) -> tuple[COCO, COCO]:
 
     with silent():
         coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
+        # pycocotools >= 2.0.9's loadRes copies the "info" entry, which COCO files may leave out
+        coco_gt.dataset = {"info": {}, **copy.deepcopy(gt)}
         coco_gt.createIndex()
         if dets:
             coco_dt = coco_gt.loadRes(copy.deepcopy(dets))
         else:  # loadRes cannot take an empty list
             coco_dt = COCO()
-            coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
+            coco_dt.dataset = {"info": {}, "images": gt["images"], "categories": gt["categories"], "annotations": []}
             coco_dt.createIndex()
     return coco_gt, coco_dt
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from . import defaults
+from .io import display_path
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -17,15 +18,23 @@ def run_notebook(path: str | Path, parameters: dict[str, Any] | None = None, out
     """Execute one notebook with papermill; ``out`` defaults to the notebook itself."""
     import logging
 
+    import nbformat
     import papermill
 
     if log_output and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill streams cell output via logging
     path = Path(path)
     out = Path(out) if out else path
-    print(f"=== executing {path} -> {out}")
-    return papermill.execute_notebook(str(path), str(out), parameters=parameters or {}, cwd=str(cwd or path.parent),
-                                      log_output=log_output, progress_bar=not log_output, kernel_name="python3")
+    print(f"=== executing {display_path(path)} -> {display_path(out)}")
+    nb = papermill.execute_notebook(str(path), str(out), parameters=parameters or {}, cwd=str(cwd or path.parent),
+                                    log_output=log_output, progress_bar=not log_output, kernel_name="python3")
+    # papermill records where it read and wrote: as printed paths, not this machine's absolute ones
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = display_path(meta[key])
+    nbformat.write(nb, str(out))
+    return nb
 
 
 def run_notebooks(parameters: dict[str, Any] | None = None, names: Sequence[str] = NOTEBOOKS,
