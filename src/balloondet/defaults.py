@@ -35,6 +35,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # --- analysis -------------------------------------------------------------------------
 SCORE_THR = 0.3  # detections drawn, explained and reported
 CAM_LAYER = "neck.out_convs.2"  # the neck's stride-32 output (mmyolo calls it out_layers)
+CAM_MISSED_LAYER = "neck.out_convs.0"  # stride 8, for missed balloons: small ones are predicted there
 CAM_METHOD = "gradcam"
 CAM_TOPK = 5  # boxes explained per image
 CAM_TARGETS = ("predicted", "missed", "false-positive")

@@ -5,6 +5,7 @@ An orchestrator above the steps: it calls plot_dataset, curves, predict, featmap
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from . import defaults
@@ -37,10 +38,11 @@ def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROO
                  out: str | Path = defaults.FIGURES_DIR, device: str = defaults.DEVICE,
                  cam_method: str = defaults.CAM_METHOD, score_thr: float = defaults.SCORE_THR) -> list[Path]:
     """dataset, training curves, prediction, backbone/neck feature maps, Grad-CAM at the neck's three
-    scales, ground truth against predictions, precision-recall and box-size figures. The val detections
+    scales, ground truth against predictions, precision-recall and box-size figures, a missed
+    balloon's Grad-CAM, and the cam-eval curves when analyse.ipynb (or cam-eval) left them. The val detections
     come from ``test``'s ``WORK_DIR/test_detections.bbox.json``; without one, the run's checkpoint is
     tested first."""
-    from .cam import cam_scales
+    from .cam import cam, cam_scales
     from .curves import plot_curves
     from .evaluate import evaluate_checkpoint
     from .featmap import MODULES, featmap
@@ -68,5 +70,19 @@ def make_figures(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROO
     gt_vs_pred(work_dir, data_root, score_thr=score_thr, out=out / defaults.GT_VS_PRED_FIGURE)
     pr_curves(work_dir, data_root, score_thr=score_thr, out=out / defaults.PR_FIGURE)
     box_sizes(config, data_root, out=out / defaults.BOX_SIZES_FIGURE)
+    missed = cam(config, None, Path(data_root) / "val", method=cam_method, target="missed",
+                 target_layer=defaults.CAM_MISSED_LAYER, score_thr=score_thr, out=Path(work_dir) / "cam_missed",
+                 model=model)
+    if missed:  # the first val image with a missed balloon, as in analyse.ipynb
+        shutil.copyfile(Path(work_dir) / "cam_missed" / f"{missed[0].image_path.stem}.png",
+                        out / defaults.CAM_MISSED_FIGURE)
+        written.append(out / defaults.CAM_MISSED_FIGURE)
+    evaluation = Path(work_dir) / "cam_eval" / defaults.CAM_EVAL_FIGURE
+    if evaluation.is_file():  # cam-eval takes minutes: its figure is copied from analyse.ipynb's run, not redone
+        shutil.copyfile(evaluation, out / defaults.CAM_EVAL_FIGURE)
+        written.append(out / defaults.CAM_EVAL_FIGURE)
+    else:
+        print(f"no {display_path(evaluation)}: run analyse.ipynb or `balloondet cam-eval ... --out "
+              f"{display_path(evaluation.parent)}` (~5 min) for {defaults.CAM_EVAL_FIGURE}")
     print("wrote " + ", ".join(display_path(p) for p in written))
     return written
