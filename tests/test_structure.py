@@ -6,7 +6,7 @@ only, never one of its own layer or above; that includes imports inside function
 - base: the error classes and the shared defaults;
 - io: files, images and figures;
 - libraries: checkpoint loading, the VIA->COCO converter (used by the data step and the
-  `convert` verb), synthetic data, configs and devices, mmengine hooks;
+  `convert` verb), synthetic data, configs and devices, mmengine hooks, data transforms;
 - model: load a detector, find its checkpoint and its layers;
 - steps: one module per notebook cell / CLI verb; they never import each other;
 - steps built on another step (cam_eval measures cam's maps);
@@ -26,7 +26,7 @@ STEPS = {"data", "train", "evaluate", "predict", "featmap", "cam", "curves", "pl
 LAYERS = [
     {"__init__", "errors", "defaults"},
     {"io"},
-    {"checkpoint", "convert", "synthetic", "hooks", "precision", "cocostats"},
+    {"checkpoint", "convert", "synthetic", "hooks", "transforms", "precision", "cocostats"},
     {"config"},  # asks checkpoint whether the COCO checkpoint is cached
     {"model"},
     STEPS,
