@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DETECTIONS = "test_detections.bbox.json"  # what `test` writes into the work dir
-# how each outcome is drawn: colour, line style, line width
+# how each outcome is drawn: colour, line style, line width; the misses, mostly small balloons, in
+# yellow with a dark outline, which stays visible on bright skies and on balloons of any colour
 STYLES = {"true positive": ("#1a9850", "-", 2.0), "false positive": ("#d73027", "--", 2.0),
-          "missed": ("#fdae61", ":", 2.5)}
+          "missed": ("#ffd92f", (0, (1.5, 1)), 3.0)}
 COCO_BANDS = ((0, 32, "small"), (32, 96, "medium"), (96, float("inf"), "large"))  # √area thresholds, px
 
 
@@ -47,8 +48,14 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
     """Every image of ``split`` with its outcomes at ``score_thr``: true positives (solid), false
     positives (dashed), missed boxes (dotted); per-image counts in the titles."""
     import matplotlib.pyplot as plt
+    from matplotlib import patheffects
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
+
+    def outlined(kind: str) -> list | None:
+        width = STYLES[kind][2]
+        return [patheffects.Stroke(linewidth=width + 1.5, foreground="#222222"),
+                patheffects.Normal()] if kind == "missed" else None
 
     ann_file = Path(data_root) / f"{split}.json"
     gt, dets = load_pair(ann_file, detections_file(work_dir))
@@ -63,14 +70,16 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
             color, style, width = STYLES[kind]
             for box in boxes:
                 x, y, w, h = box["bbox"]
-                ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=color, linestyle=style, lw=width))
+                ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=color, linestyle=style, lw=width,
+                                     path_effects=outlined(kind)))
                 if "score" in box:
                     ax.text(x, y, f"{box['score']:.2f}", color="white", fontsize=6, va="bottom",
                             bbox=dict(facecolor=color, edgecolor="none", pad=0.5))
         tp, fp, missed = m.counts
         ax.set_title(f"{Path(m.image['file_name']).stem[:24]}\nTP {tp} · FP {fp} · missed {missed}", fontsize=9)
     tp, fp, missed = (sum(m.counts[i] for m in matches) for i in range(3))
-    handles = [Line2D([], [], color=c, linestyle=s, lw=w, label=k) for k, (c, s, w) in STYLES.items()]
+    handles = [Line2D([], [], color=c, linestyle=s, lw=w, label=k, path_effects=outlined(k))
+               for k, (c, s, w) in STYLES.items()]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
     fig.suptitle(f"{split}: ground truth against predictions at score ≥ {score_thr} (IoU ≥ {iou_thr}): "
                  f"{tp} found, {fp} false, {missed} missed of {tp + missed} balloons", fontsize=12)
