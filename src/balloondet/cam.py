@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from . import defaults
-from .cocostats import load_json
+from .cocostats import load_json, match_image
 from .errors import ConfigError, DataError
 from .io import display_path, list_images, read_image, save_figure
 from .model import get_layer, load_model
@@ -53,7 +53,6 @@ CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "spatial-gr
                "ablationcam": "AblationCAM", "randomcam": "RandomCAM"}
 GRADIENT_METHODS = ("gradcam", "gradcam++", "spatial-gradcam", "spatial-gradcam++", "layercam", "randomcam")
 CAM_TARGETS = defaults.CAM_TARGETS
-MATCH_IOU = 0.5  # a prediction and a box are the same object above this IoU (COCO's AP50)
 
 
 @functools.cache
@@ -213,7 +212,7 @@ def best_match(bboxes: torch.Tensor, labels: torch.Tensor, other_bboxes: torch.T
 
 
 def matched_scores(bboxes: torch.Tensor, labels: torch.Tensor, pred: InstanceData,
-                   iou_threshold: float = MATCH_IOU) -> torch.Tensor:
+                   iou_threshold: float = defaults.IOU_MATCH) -> torch.Tensor:
     """For each box, the score of its best-matching prediction (``best_match``), 0 below ``iou_threshold``."""
     iou, index = best_match(bboxes, labels, pred.bboxes, pred.labels)
     if len(pred) == 0:
@@ -224,7 +223,7 @@ def matched_scores(bboxes: torch.Tensor, labels: torch.Tensor, pred: InstanceDat
 class BoxScoreTarget:
     """Sum over the boxes to explain of (IoU + score) of their best-matching prediction."""
 
-    def __init__(self, bboxes: torch.Tensor, labels: torch.Tensor, iou_threshold: float = MATCH_IOU) -> None:
+    def __init__(self, bboxes: torch.Tensor, labels: torch.Tensor, iou_threshold: float = defaults.IOU_MATCH) -> None:
         self.bboxes, self.labels, self.iou_threshold = bboxes, labels, iou_threshold
 
     def __call__(self, pred: InstanceData) -> torch.Tensor:
@@ -363,13 +362,13 @@ def predict_boxes(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSamp
 
 def select_targets(pred: InstanceData, target: str = defaults.CAM_TARGET, score_thr: float = defaults.SCORE_THR,
                    topk: int = defaults.CAM_TOPK, gt: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   iou_threshold: float = MATCH_IOU) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   iou_threshold: float = defaults.IOU_MATCH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The boxes to explain, at most ``topk``: ``(bboxes, labels, scores)`` in ``pred``'s pixels.
 
     ``predicted``: the predictions with score >= ``score_thr``. ``missed``: the boxes of ``gt``
-    (boxes, labels) that no such prediction matches (IoU > ``iou_threshold``, same label); their
-    score is what the best-matching prediction of any score gives there (0 if none).
-    ``false-positive``: the predictions >= ``score_thr`` that match no box of ``gt``.
+    (boxes, labels) that no such prediction matches (``match_one_to_one``, as the ground-truth-vs-prediction
+    figure counts them); their score is what the best-matching prediction of any score gives there (0 if
+    none). ``false-positive``: the predictions >= ``score_thr`` that match no box of ``gt``.
     """
     check_target(target)
     confident = pred[pred.scores >= score_thr]  # predictions come sorted by score
@@ -379,24 +378,47 @@ def select_targets(pred: InstanceData, target: str = defaults.CAM_TARGET, score_
     if gt is None:
         raise ConfigError(f"the {target!r} target needs the ground-truth boxes")
     gt_boxes, gt_labels = (t.to(pred.bboxes.device) for t in gt)
+    hit, taken = match_one_to_one(gt_boxes, gt_labels, confident, iou_threshold)
     if target == "missed":
-        found, _ = best_match(gt_boxes, gt_labels, confident.bboxes, confident.labels)
-        missed = found <= iou_threshold
+        missed = ~taken.to(gt_boxes.device)
         scores = matched_scores(gt_boxes, gt_labels, pred, iou_threshold)
         return gt_boxes[missed][:topk], gt_labels[missed][:topk], scores[missed][:topk]
-    overlap, _ = best_match(confident.bboxes, confident.labels, gt_boxes, gt_labels)
-    wrong = confident[overlap <= iou_threshold][:topk]
+    wrong = confident[~hit.to(confident.bboxes.device)][:topk]
     return wrong.bboxes, wrong.labels, wrong.scores
+
+
+def match_one_to_one(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, pred: InstanceData,
+                     iou_threshold: float = defaults.IOU_MATCH) -> tuple[torch.Tensor, torch.Tensor]:
+    """COCO's matching, the same as the ground-truth-vs-prediction figure's (``cocostats.match_image``), per
+    label: each prediction, highest score first, takes the unmatched box it overlaps most at IoU >=
+    ``iou_threshold``. Returns (per prediction: matched?, per box: matched?), so that a second prediction
+    on a found balloon is a false positive and two balloons under one box leave one missed."""
+    def xywh(box: torch.Tensor) -> list[float]:
+        x1, y1, x2, y2 = box.tolist()
+        return [x1, y1, x2 - x1, y2 - y1]
+
+    hit = torch.zeros(len(pred), dtype=torch.bool)
+    taken = torch.zeros(len(gt_boxes), dtype=torch.bool)
+    for label in set(gt_labels.tolist()) | set(pred.labels.tolist()):
+        gts = [{"bbox": xywh(gt_boxes[i]), "index": i} for i in (gt_labels == label).nonzero().flatten().tolist()]
+        dets = [{"bbox": xywh(pred.bboxes[i]), "score": float(pred.scores[i]), "index": i}
+                for i in (pred.labels == label).nonzero().flatten().tolist()]
+        hits, matched, _ = match_image(gts, dets, iou_threshold)
+        for det, matched_det in zip(sorted(dets, key=lambda d: -d["score"]), hits):  # match_image's order
+            hit[det["index"]] = matched_det
+        for box in matched:
+            taken[box["index"]] = True
+    return hit, taken
 
 
 def no_target_message(image: str | Path, target: str, n_confident: int, n_gt: int, best: float,
                       score_thr: float) -> str:
     if target == "missed":
         return (f"{image}: no missed box: each of its {n_gt} annotated box(es) has a prediction with "
-                f"score >= {score_thr} at IoU > {MATCH_IOU}")
+                f"score >= {score_thr} at IoU >= {defaults.IOU_MATCH}")
     if target == "false-positive" and n_confident:
         return (f"{image}: no false positive: each of its {n_confident} prediction(s) with score >= {score_thr} "
-                f"matches an annotated box at IoU > {MATCH_IOU}")
+                f"matches an annotated box at IoU >= {defaults.IOU_MATCH}")
     return f"{image}: no predicted box with score >= {score_thr} to explain (best score {best:.3f}); lower --score-thr"
 
 
