@@ -4,11 +4,10 @@ from __future__ import annotations
 import copy
 import random
 
-import numpy as np
 from mmcv.transforms.utils import cache_randomness
 from mmdet.datasets.transforms import CopyPaste
 from mmdet.registry import TRANSFORMS
-from mmdet.structures.mask import BitmapMasks, PolygonMasks
+from mmdet.structures.mask import PolygonMasks
 
 
 @TRANSFORMS.register_module()
@@ -49,9 +48,6 @@ class CachedCopyPaste(CopyPaste):
         if isinstance(masks, PolygonMasks):
             # polygons are cheap to move through mosaic/resize/crop; the paste needs pixels
             results["gt_masks"] = masks.to_bitmap()
-        if results["gt_masks"].masks.dtype != np.uint8:
-            results["gt_masks"] = BitmapMasks(results["gt_masks"].masks.astype(np.uint8),
-                                              *results["img"].shape[:2])
         source = self._choose_source()
         cached = copy.deepcopy(results)
         if source is not None and results["img"].shape == self.results_cache[source]["img"].shape:
