@@ -1,24 +1,22 @@
 # One command each: `make test` (set up + tests), `make run` (set up + the main job).
-# STACK=default (torch 2.1.2, Python 3.9-3.11), STACK=modern (torch 2.14.1, numpy 2, Python 3.11-3.13)
-# or STACK=system (the interpreter's own torch >= 2.1, e.g. a CUDA machine's; mmcv compiled against it).
-# Without STACK, the modern stack is chosen when the interpreter is too new for torch 2.1.2.
+# The locked stack (requirements.lock: torch 2.14.1, Python 3.11-3.13, nothing compiled), or
+# STACK=system: the interpreter's own torch >= 2.1 and torchvision (a CUDA machine's, Colab's).
+# MMCV=compiled swaps mmcv-lite for mmcv compiled with every op (docs/setup.md).
 # WHEELHOUSE=DIR installs from a folder of wheels alone (make wheelhouse), for machines without an index.
 PYTHON ?= python3
 PY_MINOR := $(shell $(PYTHON) -c 'import sys; print(sys.version_info[1])')
-STACK ?= $(if $(filter 9 10 11,$(PY_MINOR)),default,modern)
-ifeq ($(STACK),modern)
-  VENV ?= .venv-modern
-  REQUIREMENTS ?= requirements-modern.txt
-else ifeq ($(STACK),system)
+STACK ?= locked
+ifeq ($(STACK),system)
   VENV ?= .venv-system
   REQUIREMENTS ?= requirements-system.txt
   export SYSTEM_TORCH = 1
-else ifeq ($(STACK),default)
+else ifeq ($(STACK),locked)
   VENV ?= .venv
   REQUIREMENTS ?= requirements.txt
 else
-  $(error STACK=$(STACK): use default, modern or system)
+  $(error STACK=$(STACK): use locked (the default) or system)
 endif
+export MMCV
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 FIGURES ?= figures
@@ -29,7 +27,7 @@ DEV ?= 1
 
 .PHONY: setup lint test test-fast run notebook bench lock wheelhouse gpu-assets gpu-check clean
 setup:
-	@PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV) $(REQUIREMENTS)
+	@PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -49,19 +47,17 @@ notebook: setup
 bench: setup
 	$(BIN)/python bench/benchmark.py
 
-lock: setup  ## regenerate requirements.lock and requirements-modern.lock (uv, hashes) after changing a pin
+lock: setup  ## regenerate requirements.lock (uv, hashes) after changing a pin
 	UV=$(BIN)/uv bash scripts/lock.sh
 
 wheelhouse:  ## every wheel STACK needs for CPython PY besides the interpreter's, into WHEELHOUSE_DIR
 	bash scripts/wheelhouse.sh $(REQUIREMENTS) $(WHEELHOUSE_DIR) $(PY) $(DEV)
 
 # The GPU check's files, for a CUDA machine without internet (Python 3.12, torch from the machine):
-# .gpu/wheelhouse (runtime only), a CUDA mmcv wheel if MMCV_WHEEL names one, the real archive.
-MMCV_WHEEL ?=
+# .gpu/wheelhouse (runtime only, no mmcv wheel: nms comes from the machine's torchvision), the real archive.
 ARCHIVE ?= ../shared/data/balloon_dataset.zip
 gpu-assets:
 	$(MAKE) wheelhouse STACK=system PY=3.12 DEV=0 WHEELHOUSE_DIR=.gpu/wheelhouse
-	$(if $(MMCV_WHEEL),cp $(MMCV_WHEEL) .gpu/wheelhouse/)
 	cp $(ARCHIVE) .gpu/balloon_dataset.zip
 	du -sh .gpu
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check: one command on a CUDA machine without internet, from the checkout alone.
 #
-#   make gpu-assets          # here, with internet: .gpu/wheelhouse (+ a CUDA mmcv wheel) and the archive
+#   make gpu-assets          # here, with internet: .gpu/wheelhouse (no mmcv wheel: nms is torchvision's) and the archive
 #   scripts/gpu_check.sh     # there: set up STACK=system, then train/test/predict/featmap/cam on cuda
 #
 # Writes $OUT/gpu_check.json (each step's seconds and peak GPU memory, mAP, GPU name, versions,
-# how mmcv was installed), gpu_check.log and the figures. Prints timestamped progress.
+# where mmcv's nms came from), gpu_check.log and the figures. Prints timestamped progress.
 # Dry run on a CPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_EPOCHS=2 scripts/gpu_check.sh
 #
 # Environment: OUT (default work_dirs/gpu_check_out), GPU_CHECK_ASSETS (default .gpu),
@@ -26,13 +26,13 @@ for need in "$assets/wheelhouse" "$assets/balloon_dataset.zip"; do
 done
 log "set-up: STACK=system from $assets/wheelhouse (no index)"
 setup_start=$SECONDS
-WHEELHOUSE=$assets/wheelhouse SYSTEM_TORCH=1 BALLOONDET_DEV=0 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-    bash scripts/setup_env.sh .venv-system requirements-system.txt 2>&1 | tee "$out/setup.log"
+WHEELHOUSE=$assets/wheelhouse SYSTEM_TORCH=1 BALLOONDET_DEV=0 \
+    bash scripts/setup_env.sh .venv-system 2>&1 | tee "$out/setup.log"
 setup_s=$((SECONDS - setup_start))
 log "set-up done in ${setup_s} s"
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 .venv-system/bin/python scripts/gpu_check.py --device "$device" --archive "$assets/balloon_dataset.zip" \
-    --out "$out" --setup-seconds "$setup_s" --setup-log "$out/setup.log" --mmcv-build "$assets/mmcv_build.json" \
+    --out "$out" --setup-seconds "$setup_s" --setup-log "$out/setup.log" \
     --config "${GPU_CHECK_CONFIG:-auto}" ${GPU_CHECK_EPOCHS:+--epochs "$GPU_CHECK_EPOCHS"} --train-seconds "${GPU_CHECK_TRAIN_SECONDS:-330}"
 rm -f "$out/setup.log"  # kept in gpu_check.log; $OUT brings back 8 files at most
 log "done"

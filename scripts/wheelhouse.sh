@@ -5,9 +5,9 @@
 #   scripts/wheelhouse.sh REQUIREMENTS DEST PYTHON_VERSION [DEV]
 #
 # REQUIREMENTS' pins are fetched without their dependencies (the stack files list them all), as
-# wheels for CPython PYTHON_VERSION on manylinux x86_64; mmcv comes as its sdist (it is compiled
-# against the target's torch) unless a prebuilt mmcv wheel is already in DEST. A pin with no wheel
-# on the index (grad-cam) is built here into a pure-Python wheel. DEV=1 adds requirements-dev.txt
+# wheels for CPython PYTHON_VERSION on manylinux x86_64 (mmcv-lite is pure Python: nothing to compile
+# there). A pin with no wheel on the index (grad-cam) is built here into a pure-Python wheel; so is
+# setuptools' own wheel added, which the target builds the editable package and mmcv_ext/ with. DEV=1 adds requirements-dev.txt
 # with its dependencies (notebooks and tests; about 40 MB more).
 set -euo pipefail
 req=${1:?usage: wheelhouse.sh REQUIREMENTS DEST PYTHON_VERSION [DEV]}
@@ -23,7 +23,7 @@ target=(--only-binary=:all: --python-version "$pyver" --implementation cp --abi 
 pip=("$python" -m pip --disable-pip-version-check)
 mkdir -p "$dest"
 
-# the pins of REQUIREMENTS and the files it includes, torch block and mmcv aside
+# the pins of REQUIREMENTS and the files it includes
 pins=$("$python" - "$req" <<'PY'
 import re, sys
 from pathlib import Path
@@ -36,11 +36,10 @@ def pins(path):
         if line.startswith("# --- end torch block"): in_torch = False; continue
         if not s or in_torch: continue
         if s.startswith("-r "): yield from pins(Path(path).parent / s[3:].strip()); continue
-        if not s.startswith("mmcv=="): yield s
+        yield s
 print("\n".join(pins(sys.argv[1])))
 PY
 )
-mmcv=$(grep -hE '^mmcv==' "$req" | sed 's/#.*//' | xargs)
 while IFS= read -r pin; do
     [[ -n $pin ]] || continue
     if ! "${pip[@]}" download --quiet --no-deps "${target[@]}" -d "$dest" "$pin" 2>/dev/null; then
@@ -48,18 +47,8 @@ while IFS= read -r pin; do
         "${pip[@]}" wheel --quiet --no-deps -w "$dest" "$pin"
     fi
 done <<< "$pins"
-if [[ -n $mmcv ]] && ! ls "$dest"/mmcv-*.whl >/dev/null 2>&1; then
-    # pip prepares the sdist's metadata, and mmcv's setup.py needs pkg_resources (setuptools < 81) and
-    # wheel, without build isolation: use the first interpreter that has both (a set-up venv has).
-    for cand in "$python" "$here/../.venv/bin/python" "$here/../.venv-modern/bin/python"; do
-        if [[ -x $(command -v "$cand") ]] && "$cand" -c 'import pkg_resources, wheel' 2>/dev/null; then
-            "$cand" -m pip --disable-pip-version-check download --quiet --no-deps --no-build-isolation \
-                --no-binary :all: -d "$dest" "$mmcv"
-            break
-        fi
-    done
-    ls "$dest"/mmcv-*.tar.gz >/dev/null 2>&1 || { echo "[wheelhouse] could not fetch the $mmcv sdist: run make setup first" >&2; exit 1; }
-fi
+grep -q '^setuptools==' <<< "$pins" || "${pip[@]}" download --quiet --no-deps "${target[@]}" -d "$dest" \
+    "$(grep -oE '^setuptools==[^ ;#]+' "$here/../requirements.txt")"
 if [[ $dev == 1 ]]; then
     "${pip[@]}" download --quiet "${target[@]}" -d "$dest" -r "$here/../requirements-dev.txt"
 fi

@@ -81,15 +81,16 @@ def http_server():
 def trained_smoke(tmp_path_factory, synthetic_root) -> dict:
     """The smoke config trained on synthetic data once per session (a few minutes on CPU).
 
-    In bf16 (the CPU default where bfloat16 is native), so the learning test holds for bf16
-    training; ``tests/test_train.py``'s resume test trains in fp32.
+    In the CPU's default precision: bf16 where bfloat16 is native, so that the learning test holds
+    for bf16 training there, fp32 elsewhere (emulated bf16 is many times slower than fp32);
+    ``tests/test_train.py``'s resume test trains in fp32.
     """
     from balloondet.config import build_config
     from balloondet.model import find_checkpoint
     from balloondet.train import train
 
     work_dir = tmp_path_factory.mktemp("smoke_run")
-    train("rtmdet_tiny_smoke_synthetic", work_dir=work_dir, device="cpu", data_root=synthetic_root, precision="bf16")
+    train("rtmdet_tiny_smoke_synthetic", work_dir=work_dir, device="cpu", data_root=synthetic_root, precision="auto")
     epochs = build_config("rtmdet_tiny_smoke_synthetic").train_cfg.max_epochs
     return {"work_dir": work_dir, "checkpoint": find_checkpoint(work_dir), "epochs": epochs,
             "config": "rtmdet_tiny_smoke_synthetic"}

@@ -1,4 +1,5 @@
-"""How set-up installs mmcv (scripts/install_mmcv.py): C++ standard, CUDA ops, and the order of sources."""
+"""Set-up: the lock, and the opt-in compiled mmcv (`MMCV=compiled`, scripts/install_mmcv.py): C++ standard, CUDA
+ops, and the order of sources."""
 import importlib.util
 import re
 import sys
@@ -148,27 +149,22 @@ def locked(path: Path) -> dict:
     return found
 
 
-@pytest.mark.parametrize("stack, lock", [("requirements.txt", "requirements.lock"),
-                                         ("requirements-modern.txt", "requirements-modern.lock")])
-def test_lock_agrees_with_every_pin(stack, lock):
+def test_lock_agrees_with_every_pin():
     """`make lock` regenerates the lock; a pin changed without it fails here."""
-    wanted = {**pins(REPO / stack), **pins(REPO / "requirements-dev.txt")}
-    assert wanted.pop("mmcv") == "2.1.0"  # compiled against the locked torch, never locked itself
-    have = locked(REPO / lock)
-    assert "mmcv" not in have and "balloondet" not in have
+    wanted = {**pins(REPO / "requirements.txt"), **pins(REPO / "requirements-dev.txt")}
+    assert wanted["mmcv-lite"] == "2.1.0" and "mmcv" not in wanted  # nothing to compile
+    have = locked(REPO / "requirements.lock")
+    assert "mmcv" not in have and "balloondet" not in have and "ninja" not in have
     wrong = {name: (version, have.get(name)) for name, version in wanted.items() if have.get(name) != {version}}
-    assert not wrong, f"{lock} disagrees with the pins (pin, lock): {wrong}; run make lock"
+    assert not wrong, f"requirements.lock disagrees with the pins (pin, lock): {wrong}; run make lock"
     assert len(have) > 100  # the whole environment, not only the top-level pins
 
 
-@pytest.mark.parametrize("stack", ["requirements.txt", "requirements-modern.txt", "requirements-system.txt"])
-def test_every_stack_compiles_mmcv_with_ninja(stack):
-    """Without ninja, torch's extension builder compiles mmcv's 77 files one at a time (twice as long on 2 cores)."""
-    text = (REPO / stack).read_text()
-    assert "ninja" in pins(REPO / stack)
-    if "torch block (installed first)" in text:  # installed before mmcv compiles, with the torch block
-        block = text.split("# --- torch block")[1].split("# --- end torch block")[0]
-        assert re.search(r"^ninja==", block, re.M)
+def test_both_stacks_pin_the_same_openmmlab_packages():
+    locked_stack, system = pins(REPO / "requirements.txt"), pins(REPO / "requirements-system.txt")
+    for name in ("mmcv-lite", "mmengine", "mmdet", "grad-cam", "pycocotools"):
+        assert locked_stack[name] == system[name], name
+    assert "torch" not in system and "mmcv" not in system  # the interpreter's torch; nothing compiled
 
 
 def test_the_compile_finds_the_venvs_ninja(monkeypatch, tmp_path):

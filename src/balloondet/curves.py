@@ -28,8 +28,9 @@ def read_scalars(work_dir: str | Path) -> tuple[list[dict], list[dict]]:
             if not line.strip():
                 continue
             rec = json.loads(line)
-            if any(k.startswith("coco/") for k in rec):
-                val[rec["step"]] = rec
+            if any(k.startswith(("coco/", "val/")) for k in rec):
+                # ValLossHook writes its val/ losses as a record of their own, at the validation's step
+                val[rec["step"]] = {**val.get(rec["step"], {}), **rec}
             elif "loss" in rec:
                 train[rec["step"]] = rec
     return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
@@ -47,9 +48,14 @@ def plot_curves(work_dir: str | Path, out: str | Path | None = f"{defaults.FIGUR
     x = [r["iter"] / iters_per_epoch for r in train]
     fig, (ax_loss, ax_lr, ax_map) = plt.subplots(1, 3, figsize=(15, 4))
     for key in sorted(k for k in train[-1] if k.startswith("loss")):
-        ax_loss.plot(x, [r.get(key) for r in train], label=key, lw=1.2 if key == "loss" else 0.9)
-    ax_loss.set(title="training loss", xlabel="epoch", ylabel="loss")
-    ax_loss.legend()
+        line, = ax_loss.plot(x, [r.get(key) for r in train], label=key, lw=1.2 if key == "loss" else 0.9)
+        points = [(r["step"], r[f"val/{key}"]) for r in val if f"val/{key}" in r]
+        if points:  # the same loss on the val split (ValLossHook), in the train curve's colour
+            ax_loss.plot(*zip(*points), "o--", color=line.get_color(), ms=3, lw=1, label=f"val/{key}")
+    has_val_loss = any("val/loss" in r for r in val)
+    ax_loss.set(title="loss: training (lines), val (dashed)" if has_val_loss else "training loss",
+                xlabel="epoch", ylabel="loss")
+    ax_loss.legend(fontsize=8)
     ax_lr.plot(x, [r["lr"] for r in train], color="tab:purple")
     ax_lr.set(title="learning rate", xlabel="epoch")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
@@ -58,6 +64,7 @@ def plot_curves(work_dir: str | Path, out: str | Path | None = f"{defaults.FIGUR
         for ax in (ax_loss, ax_lr, ax_map):
             ax.axvline(switch, color="gray", ls=":", lw=1.2, label=f"no Mosaic after epoch {switch}"
                        if ax is ax_map else None)
+    val = [r for r in val if "coco/bbox_mAP" in r]  # the mAP panel's records
     if val:
         values = []
         for key, style in (("coco/bbox_mAP", "o-"), ("coco/bbox_mAP_50", "s--"), ("coco/bbox_mAP_75", "^:")):

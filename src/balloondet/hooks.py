@@ -44,6 +44,57 @@ class TimeBudgetHook(Hook):
 
 
 @HOOKS.register_module()
+class ValLossHook(Hook):
+    """The training losses on the val split at each validation, logged as ``val/loss``, ``val/loss_cls``...
+
+    The val images go through the val pipeline (no augmentation) once more, in ``mode='loss'``,
+    with the weights the validation scores (the EMA's, swapped in by ``EMAHook``), under the val
+    loop's autocast. mmengine's own val loss (``ValLoop`` picks a ``loss`` element out of
+    ``val_step``'s outputs) would need a model that returns one, and its scalars are averaged over
+    the last 10 validations by the log processor; these are written as one record per validation.
+    Nothing of training is touched: no random numbers are drawn, the model stays in eval mode.
+    """
+
+    priority = "LOW"  # after EMAHook (49) has swapped the averaged weights in
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def before_val_epoch(self, runner) -> None:
+        self.sums, self.count = {}, 0
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        import torch
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.amp import autocast
+
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        with torch.no_grad(), autocast(enabled=getattr(runner.val_loop, "fp16", False)):
+            data = model.data_preprocessor(data_batch, False)
+            losses = model(**data, mode="loss")
+        _, log_vars = model.parse_losses(losses)  # 'loss' (their sum), 'loss_cls', 'loss_bbox'
+        n = len(data["data_samples"])
+        for key, value in log_vars.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * n
+        self.count += n
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        import torch
+        from mmengine.dist import all_reduce, get_world_size
+
+        if not self.count:
+            return
+        keys = sorted(self.sums)
+        totals = torch.tensor([self.sums[k] for k in keys] + [float(self.count)], dtype=torch.float64)
+        if get_world_size() > 1:  # each process saw its share of the val images
+            all_reduce(totals, op="sum")
+        scalars = {f"val/{k}": float(v / totals[-1]) for k, v in zip(keys, totals[:-1].tolist())}
+        runner.visualizer.add_scalars(scalars, step=runner.epoch)  # one record in vis_data/scalars.json
+        runner.logger.info("val losses: " + "  ".join(f"{k}: {v:.4f}" for k, v in scalars.items()))
+
+
+@HOOKS.register_module()
 class ProgressBarHook(Hook):
     """One tqdm bar over the whole run's iterations: epoch, loss, learning rate, last val mAP and ETA.
 

@@ -52,7 +52,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
           epochs: int | None = None, from_scratch: bool = False, resume: bool = False,
           cfg_options: dict | None = None, launcher: str = "none", data_root: str | Path | None = None,
           time_budget: float | None = None, precision: str = defaults.PRECISION, quiet: bool = False,
-          retrain: bool = False) -> Path:
+          retrain: bool = False, val_loss: bool = True) -> Path:
     """Train; returns the work dir. Checkpoints, logs and curves' data end up there.
 
     ``config`` ``auto`` picks the recipe for this machine (``config.choose_recipe``).
@@ -61,6 +61,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     one resumed; ``retrain`` moves either to ``WORK_DIR/previous/`` and trains from the start.
     ``quiet``: a progress bar instead of mmengine's console log (which still goes to the log file).
     ``precision``: ``auto`` (bf16 autocast on a CPU with native bfloat16), ``fp32`` or ``bf16``.
+    ``val_loss``: the losses on the val split at each validation (``hooks.ValLossHook``).
     """
     device = pick_device(device)
     config = resolve_recipe(config, device)
@@ -96,7 +97,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     from mmengine.runner import Runner
 
     register_all_modules()
-    from . import hooks  # registers TimeBudgetHook and ProgressBarHook
+    from . import hooks  # registers TimeBudgetHook, ProgressBarHook and ValLossHook
     from .hooks import quiet_console
 
     allow_mmengine_checkpoints()  # --resume and load_from read checkpoints
@@ -108,6 +109,8 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
         runner.register_hook(fit_check_hook(allow_head_mismatch=True))  # strict on --resume
         if quiet:
             runner.register_hook(hooks.ProgressBarHook(stderr=console.stderr))
+        if val_loss:
+            runner.register_hook(hooks.ValLossHook())
         runner.train()
     if quiet:
         print(f"trained {runner.epoch} of {cfg.train_cfg.max_epochs} epochs; "
