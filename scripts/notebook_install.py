@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # module -> distribution, for what requirements-system.txt expects the interpreter to have
 FROM_INTERPRETER = {"numpy": "numpy", "cv2": "opencv-python-headless", "matplotlib": "matplotlib", "scipy": "scipy",
                     "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm", "rich": "rich", "packaging": "packaging",
-                    "six": "six", "sklearn": "scikit-learn", "setuptools": "setuptools"}
+                    "six": "six", "sklearn": "scikit-learn"}
 # never touched: the kernel's own torch, and the CUDA libraries that come with it
 KEEP = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
 

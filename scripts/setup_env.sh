@@ -118,7 +118,7 @@ else
 import importlib.util, sys
 needed = {"torchvision": "torchvision", "numpy": "numpy", "cv2": "opencv-python-headless", "matplotlib": "matplotlib",
           "scipy": "scipy", "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm", "rich": "rich",
-          "packaging": "packaging", "six": "six", "sklearn": "scikit-learn", "setuptools": "setuptools"}
+          "packaging": "packaging", "six": "six", "sklearn": "scikit-learn"}
 missing = [pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None]
 if missing:
     print("[setup] missing from the interpreter: " + " ".join(missing), file=sys.stderr)

@@ -6,8 +6,7 @@
 #
 # REQUIREMENTS' pins are fetched without their dependencies (the stack files list them all), as
 # wheels for CPython PYTHON_VERSION on manylinux x86_64 (mmcv-lite is pure Python: nothing to compile
-# there). A pin with no wheel on the index (grad-cam) is built here into a pure-Python wheel; so is
-# setuptools' own wheel added, which the target builds the editable package and mmcv_ext/ with. DEV=1 adds requirements-dev.txt
+# there). A pin with no wheel on the index (grad-cam) is built here into a pure-Python wheel. DEV=1 adds requirements-dev.txt
 # with its dependencies (notebooks and tests; about 40 MB more).
 set -euo pipefail
 req=${1:?usage: wheelhouse.sh REQUIREMENTS DEST PYTHON_VERSION [DEV]}
@@ -47,8 +46,6 @@ while IFS= read -r pin; do
         "${pip[@]}" wheel --quiet --no-deps -w "$dest" "$pin"
     fi
 done <<< "$pins"
-grep -q '^setuptools==' <<< "$pins" || "${pip[@]}" download --quiet --no-deps "${target[@]}" -d "$dest" \
-    "$(grep -oE '^setuptools==[^ ;#]+' "$here/../requirements.txt")"
 if [[ $dev == 1 ]]; then
     "${pip[@]}" download --quiet "${target[@]}" -d "$dest" -r "$here/../requirements-dev.txt"
 fi
