@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
+import os
 import threading
 import zipfile
 from pathlib import Path
@@ -13,21 +15,30 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_ARCHIVE = REPO.parent / "shared" / "data" / "balloon_dataset.zip"  # the tests supply the shared copy
 
 
+SMOKE = "rtmdet_tiny_smoke_synthetic"  # the config the tests train and load
+SLOW_BECAUSE = ("train", "subprocess", "notebook")  # the markers that say why a test is slow
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: `-m "not slow"` sees the umbrella marker
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``realdata`` (select them with ``-m realdata``) skip without the real archive."""
-    if REAL_ARCHIVE.is_file():
-        return
+    """A test that needs the session's trained model is marked ``train``; ``train``, ``subprocess`` and
+    ``notebook`` tests are ``slow`` too (what ``make test-fast`` leaves out). Tests marked ``realdata``
+    (select them with ``-m realdata``) skip without the real archive."""
     skip = pytest.mark.skip(reason=f"the real balloon archive is not at {REAL_ARCHIVE}; "
                                    "synthetic tests cover the same code")
     for item in items:
-        if "realdata" in item.keywords:
+        if "trained_smoke" in item.fixturenames and "train" not in item.keywords:
+            item.add_marker(pytest.mark.train)
+        if any(mark in item.keywords for mark in SLOW_BECAUSE):
+            item.add_marker(pytest.mark.slow)
+        if "realdata" in item.keywords and not REAL_ARCHIVE.is_file():
             item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
 def _no_local_archive_from_the_environment(monkeypatch):
     """Tests choose their archives themselves: a $BALLOONDET_LOCAL_ARCHIVE of the caller must not leak in."""
-    from balloondet.defaults import LOCAL_ARCHIVE_ENV
+    from balloondet.core.defaults import LOCAL_ARCHIVE_ENV
 
     monkeypatch.delenv(LOCAL_ARCHIVE_ENV, raising=False)
 
@@ -35,7 +46,7 @@ def _no_local_archive_from_the_environment(monkeypatch):
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A converted synthetic dataset (train/val + COCO json), made once per test session."""
-    from balloondet.data import prepare_data
+    from balloondet.data.prepare import prepare_data
 
     return prepare_data(root=tmp_path_factory.mktemp("synthetic") / "balloon", synthetic=True, seed=0)
 
@@ -43,7 +54,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_zip(tmp_path_factory) -> Path:
     """A synthetic dataset packed like the official archive (balloon/train, balloon/val)."""
-    from balloondet.synthetic import make_synthetic_dataset
+    from balloondet.data.synthetic import make_synthetic_dataset
 
     tmp = tmp_path_factory.mktemp("synthetic_zip")
     raw = make_synthetic_dataset(tmp / "balloon", n_train=6, n_val=3, seed=7)
@@ -82,14 +93,86 @@ def trained_smoke(tmp_path_factory, synthetic_root) -> dict:
     """The smoke config trained on synthetic data once per session (a few minutes on CPU).
 
     In bf16 (the CPU default where bfloat16 is native), so the learning test holds for bf16
-    training; ``tests/test_train.py``'s resume test trains in fp32.
+    training; ``tests/detect/test_train.py``'s resume test trains in fp32.
     """
-    from balloondet.config import build_config
-    from balloondet.model import find_checkpoint
-    from balloondet.train import train
+    from balloondet.detect.train import train
+    from balloondet.engine.config import build_config
+    from balloondet.engine.detector import find_checkpoint
 
     work_dir = tmp_path_factory.mktemp("smoke_run")
-    train("rtmdet_tiny_smoke_synthetic", work_dir=work_dir, device="cpu", data_root=synthetic_root, precision="bf16")
-    epochs = build_config("rtmdet_tiny_smoke_synthetic").train_cfg.max_epochs
-    return {"work_dir": work_dir, "checkpoint": find_checkpoint(work_dir), "epochs": epochs,
-            "config": "rtmdet_tiny_smoke_synthetic"}
+    train(SMOKE, work_dir=work_dir, device="cpu", data_root=synthetic_root, precision="bf16")
+    epochs = build_config(SMOKE).train_cfg.max_epochs
+    return {"work_dir": work_dir, "checkpoint": find_checkpoint(work_dir), "epochs": epochs, "config": SMOKE}
+
+
+@pytest.fixture(scope="session")
+def smoke_detector(trained_smoke):
+    """The trained smoke model as a ``Detector`` (fp32 on the CPU), loaded once per session."""
+    from balloondet.engine.detector import Detector
+
+    return Detector.load(SMOKE, trained_smoke["checkpoint"], device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def smoke_model():
+    """The smoke config's model, untrained (a second to build)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from balloondet.engine.config import build_config
+
+    register_all_modules()
+    return MODELS.build(build_config(SMOKE).model)
+
+
+@pytest.fixture(scope="session")
+def coco_head_state_dict():
+    """The same detector with COCO's 80 classes: only the classifier tensors differ."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from balloondet.engine.config import build_config
+
+    register_all_modules()
+    cfg = build_config(SMOKE)
+    cfg.model.bbox_head.num_classes = 80
+    return MODELS.build(cfg.model).state_dict()
+
+
+@pytest.fixture
+def fitting_checkpoint(smoke_model, tmp_path):
+    """A checkpoint of the untrained smoke model, with the dataset's classes: it fits the smoke config."""
+    import torch
+
+    path = tmp_path / "fits.pth"
+    torch.save({"state_dict": smoke_model.state_dict(),
+                "meta": {"dataset_meta": {"classes": ("balloon",), "palette": [(220, 20, 60)]}}}, path)
+    return path
+
+
+class RunsCode:
+    """Unpickling this runs a shell command that creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def save_malicious(path, marker, **kw):
+    """A checkpoint whose unpickling would create ``marker`` (it must be refused before it runs)."""
+    import torch
+
+    torch.save({"state_dict": {}, "meta": {"x": RunsCode(marker)}}, path, **kw)
+    return path
+
+
+def named_by_hash(folder, data: bytes, digits=8, wrong=False):
+    """``data`` as a file named like the model zoo's, with its SHA-256 prefix (or a wrong one) in the name."""
+    digest = hashlib.sha256(data).hexdigest()[:digits]
+    if wrong:
+        digest = "0" * digits if digest != "0" * digits else "1" * digits
+    path = folder / f"rtmdet_tiny_8xb32-300e_coco_20220902_112414-{digest}.pth"
+    path.write_bytes(data)
+    return path
