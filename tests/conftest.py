@@ -4,9 +4,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
 import threading
 import zipfile
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,68 @@ def named_by_hash(folder, data: bytes, digits=8, wrong=False):
     path = folder / f"rtmdet_tiny_8xb32-300e_coco_20220902_112414-{digest}.pth"
     path.write_bytes(data)
     return path
+
+
+def mmengine_like_checkpoint():
+    """What an mmengine training checkpoint holds: tensors, optimizer state, HistoryBuffers,
+    numpy scalars and arrays, sets and bytes."""
+    import numpy as np
+    import torch
+    from mmengine.logging import MessageHub
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.randn(1, 3, 8, 8)).sum().backward()
+    opt.step()
+    hub = MessageHub.get_instance("test_checkpoint")
+    for i in range(3):
+        hub.update_scalar("train/loss", np.float64(0.5 + i))
+        hub.update_scalar("train/lr", 0.01)
+    hub.update_info("epoch", 3)
+    return {"meta": {"epoch": 3, "seed": np.int64(5), "arr": np.arange(4, dtype=np.float32), "set": {1, 2},
+                     "bytes": b"xy", "dataset_meta": {"classes": ("balloon",), "palette": [(1, 2, 3)]}},
+            "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "message_hub": hub.state_dict(),
+            "param_schedulers": [{"last_epoch": 3}]}
+
+
+def check_coco(root, split, n_images, n_boxes):
+    """The converted ``split`` of ``root`` has that many images and boxes, every box inside its image."""
+    coco = json.loads((root / f"{split}.json").read_text())
+    assert len(coco["images"]) == n_images
+    assert len(coco["annotations"]) == n_boxes
+    sizes = {img["id"]: (img["width"], img["height"]) for img in coco["images"]}
+    for img in coco["images"]:
+        assert (root / split / img["file_name"]).is_file()
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        width, height = sizes[ann["image_id"]]
+        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height, ann
+        assert 0 < ann["area"] < w * h, ann  # a balloon's outline fills less than its box
+    return coco
+
+
+@pytest.fixture(scope="session")
+def val_images(synthetic_root):
+    """The synthetic val images that hold at least one balloon."""
+    coco = json.loads((synthetic_root / "val.json").read_text())
+    counts = defaultdict(int)
+    for ann in coco["annotations"]:
+        counts[ann["image_id"]] += 1
+    return [synthetic_root / "val" / img["file_name"] for img in coco["images"] if counts[img["id"]] > 0]
+
+
+@pytest.fixture(scope="session")
+def initialised_model():
+    """The smoke config's model with its own initialisation (seed 0) and plain BN: for precision and compat tests."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.model import revert_sync_batchnorm
+
+    from balloondet.engine.config import build_config
+
+    register_all_modules()
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(build_config(SMOKE).model))
+    model.init_weights()
+    return model

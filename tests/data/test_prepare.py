@@ -4,27 +4,12 @@ import json
 import zipfile
 
 import pytest
-from conftest import REAL_ARCHIVE
+from conftest import REAL_ARCHIVE, check_coco
 
 from balloondet.cli import main
 from balloondet.core.defaults import LOCAL_ARCHIVE_ENV
 from balloondet.core.errors import DataError
 from balloondet.data.prepare import download, prepare_data, safe_extract
-
-
-def check_coco(root, split, n_images, n_boxes):
-    coco = json.loads((root / f"{split}.json").read_text())
-    assert len(coco["images"]) == n_images
-    assert len(coco["annotations"]) == n_boxes
-    sizes = {img["id"]: (img["width"], img["height"]) for img in coco["images"]}
-    for img in coco["images"]:
-        assert (root / split / img["file_name"]).is_file()
-    for ann in coco["annotations"]:
-        x, y, w, h = ann["bbox"]
-        width, height = sizes[ann["image_id"]]
-        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height, ann
-        assert 0 < ann["area"] < w * h, ann  # a balloon's outline fills less than its box
-    return coco
 
 
 @pytest.mark.realdata

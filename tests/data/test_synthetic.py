@@ -1,22 +1,9 @@
 """The synthetic dataset: deterministic for a seed, and sane as a detection dataset."""
 import json
 
+from conftest import check_coco
+
 from balloondet.data.prepare import prepare_data
-
-
-def check_coco(root, split, n_images, n_boxes):
-    coco = json.loads((root / f"{split}.json").read_text())
-    assert len(coco["images"]) == n_images
-    assert len(coco["annotations"]) == n_boxes
-    sizes = {img["id"]: (img["width"], img["height"]) for img in coco["images"]}
-    for img in coco["images"]:
-        assert (root / split / img["file_name"]).is_file()
-    for ann in coco["annotations"]:
-        x, y, w, h = ann["bbox"]
-        width, height = sizes[ann["image_id"]]
-        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height, ann
-        assert 0 < ann["area"] < w * h, ann  # a balloon's outline fills less than its box
-    return coco
 
 
 def test_synthetic_is_deterministic(tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import save_malicious
+from conftest import mmengine_like_checkpoint, save_malicious
 
 from balloondet.cli import main
 from balloondet.core.errors import CheckpointError, UnsafeCheckpointError
@@ -32,27 +32,6 @@ def image(tmp_path):
 
 
 # --------------------------------------------------------------------------- safe unpickling
-
-
-def mmengine_like_checkpoint():
-    """What an mmengine training checkpoint holds: tensors, optimizer state, HistoryBuffers,
-    numpy scalars and arrays, sets and bytes."""
-    import numpy as np
-    from mmengine.logging import MessageHub
-
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
-    model(torch.randn(1, 3, 8, 8)).sum().backward()
-    opt.step()
-    hub = MessageHub.get_instance("test_checkpoint")
-    for i in range(3):
-        hub.update_scalar("train/loss", np.float64(0.5 + i))
-        hub.update_scalar("train/lr", 0.01)
-    hub.update_info("epoch", 3)
-    return {"meta": {"epoch": 3, "seed": np.int64(5), "arr": np.arange(4, dtype=np.float32), "set": {1, 2},
-                     "bytes": b"xy", "dataset_meta": {"classes": ("balloon",), "palette": [(1, 2, 3)]}},
-            "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "message_hub": hub.state_dict(),
-            "param_schedulers": [{"last_epoch": 3}]}
 
 
 PROTOCOL4 = pytest.param("protocol4", marks=pytest.mark.skipif(

@@ -87,21 +87,6 @@ def test_unformatted_config_text_loads_back_to_the_same_config():
     assert Config.fromstring(text, ".py").to_dict() == cfg.to_dict()
 
 
-@pytest.fixture(scope="module")
-def initialised_model():
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.model import revert_sync_batchnorm
-
-    from balloondet.engine.config import build_config
-
-    register_all_modules()
-    torch.manual_seed(0)
-    model = revert_sync_batchnorm(MODELS.build(build_config(SMOKE).model))
-    model.init_weights()
-    return model
-
-
 def test_keep_head_fp32_survives_deepcopy(initialised_model):
     """mmengine's EMA model is a deepcopy: its head's fp32 methods must be bound to the copy."""
     import copy

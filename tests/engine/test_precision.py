@@ -44,21 +44,6 @@ def test_a_bf16_config_autocasts_training_validation_and_testing():
     assert [h["type"] for h in cfg.custom_hooks].count("FP32HeadHook") == 1
 
 
-@pytest.fixture(scope="module")
-def initialised_model():
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    from mmengine.model import revert_sync_batchnorm
-
-    from balloondet.engine.config import build_config
-
-    register_all_modules()
-    torch.manual_seed(0)
-    model = revert_sync_batchnorm(MODELS.build(build_config(SMOKE).model))
-    model.init_weights()
-    return model
-
-
 def smoke_batch(size: int = 192, n: int = 2) -> dict:
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData

@@ -1,7 +1,6 @@
 """The `cam` step on the trained smoke model: where the maps lie, every method, the targets, the CLI."""
 import json
 import re
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -15,15 +14,6 @@ from balloondet.explain.featmap import featmap
 
 pytestmark = pytest.mark.train  # every test here uses the session's trained smoke model
 SMOKE = "rtmdet_tiny_smoke_synthetic"
-
-
-@pytest.fixture(scope="module")
-def val_images(synthetic_root):
-    coco = json.loads((synthetic_root / "val.json").read_text())
-    counts = defaultdict(int)
-    for ann in coco["annotations"]:
-        counts[ann["image_id"]] += 1
-    return [synthetic_root / "val" / img["file_name"] for img in coco["images"] if counts[img["id"]] > 0]
 
 
 def cam_ratios(smoke_detector, images, layer, method="gradcam"):

@@ -1,23 +1,11 @@
 """The `featmap` step on the trained smoke model: layers, strides, shapes and reductions."""
-import json
-from collections import defaultdict
 
 import numpy as np
-import pytest
 
 from balloondet.core.images import read_image
 from balloondet.explain.featmap import capture, draw, featmap, output_layers
 
 SMOKE = "rtmdet_tiny_smoke_synthetic"
-
-
-@pytest.fixture(scope="module")
-def val_images(synthetic_root):
-    coco = json.loads((synthetic_root / "val.json").read_text())
-    counts = defaultdict(int)
-    for ann in coco["annotations"]:
-        counts[ann["image_id"]] += 1
-    return [synthetic_root / "val" / img["file_name"] for img in coco["images"] if counts[img["id"]] > 0]
 
 
 def test_featmap_panels_strides_and_shapes(smoke_detector, val_images, tmp_path):
