@@ -6,9 +6,9 @@ Measures, at each input size (square, default 640 and 320 px):
    on a random batch of 8 images with 2-3 random boxes each (no data loading, no augmentation);
 2. inference latency (ms/image): model only (``model.predict`` on a preprocessed 1-image batch)
    and end to end from a JPEG file (``mmdet.apis.inference_detector``);
-3. Grad-CAM (``balloondet.cam.box_cam``) and neck feature-map capture
-   (``balloondet.featmap.capture``) time per image, and cam-eval's map + deletion/insertion
-   curves per image and method (``balloondet.cam_eval``);
+3. Grad-CAM (``balloondet.explain.cam.box_cam``) and neck feature-map capture
+   (``balloondet.explain.featmap.capture``) time per image, and cam-eval's map + deletion/insertion
+   curves per image and method (``balloondet.explain.cam_eval``);
 4. peak memory: process max RSS and, on CUDA, ``torch.cuda.max_memory_allocated``;
 5. the physical floor: FLOPs per image (mmengine's FlopAnalyzer counts one multiply-add as one
    "flop", i.e. MACs; FLOPs = 2 x MACs) over the measured peak matmul throughput of the
@@ -16,7 +16,7 @@ Measures, at each input size (square, default 640 and 320 px):
    (and, for bf16, to the fp32 floor).
 
 Steps 1, 2 and the feature maps run once per precision (``--precisions``; default fp32 and bf16
-on a CPU with native bfloat16, as ``balloondet.precision`` chooses), in the same run, so the
+on a CPU with native bfloat16, as ``balloondet.engine.precision`` chooses), in the same run, so the
 speed-up is measured on the same machine in the same state. Grad-CAM runs in fp32 only, as the
 package does.
 
@@ -164,7 +164,7 @@ def build_train_model(device: str):
     from mmdet.registry import MODELS
     from mmengine.model import revert_sync_batchnorm
 
-    from balloondet.config import build_config
+    from balloondet.engine.config import build_config
 
     cfg = build_config(CONFIG, from_scratch=True)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
@@ -176,8 +176,8 @@ def build_inference_model(size: int, device: str):
     """``init_detector`` on the config with every test-pipeline Resize/Pad set to ``size``."""
     from mmdet.apis import init_detector
 
-    from balloondet.config import build_config
-    from balloondet.model import separable_max_pools
+    from balloondet.engine.compat import separable_max_pools
+    from balloondet.engine.config import build_config
 
     cfg = build_config(CONFIG, from_scratch=True)
     for step in cfg.test_dataloader.dataset.pipeline:
@@ -188,7 +188,7 @@ def build_inference_model(size: int, device: str):
     with warnings.catch_warnings(record=True):  # swallows "checkpoint is None, use COCO classes by default"
         model = init_detector(cfg, None, device=device)
     init_weights_quietly(model)  # the same step-0 weights as training starts from
-    return separable_max_pools(model).eval()  # as load_model builds it for predict, featmap, cam
+    return separable_max_pools(model).eval()  # as Detector.load builds it for predict, featmap, cam
 
 
 def random_boxes(rng: np.random.Generator, size: int, n: int) -> torch.Tensor:
@@ -216,7 +216,7 @@ def random_batch(rng: np.random.Generator, size: int, batch: int = BATCH) -> dic
 def write_test_image(path: Path, seed: int = 0) -> Path:
     import cv2
 
-    from balloondet.synthetic import make_image
+    from balloondet.data.synthetic import make_image
 
     img, _ = make_image(np.random.default_rng(seed), *IMAGE_WH)
     if not cv2.imwrite(str(path), img):
@@ -244,7 +244,7 @@ def measure_train_throughput(model, size: int, args, device: str,
     bf16: the forward and the loss inside the CPU autocast of ``CPUAutocastOptimWrapper``,
     with the head's loss in fp32 (``keep_head_fp32``), as ``balloondet train`` runs it.
     """
-    from balloondet.precision import cpu_autocast, keep_head_fp32
+    from balloondet.engine.precision import cpu_autocast, keep_head_fp32
 
     batch = random_batch(np.random.default_rng(size), size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
@@ -267,57 +267,44 @@ def measure_train_throughput(model, size: int, args, device: str,
     return rows + cuda_peak_rows(device, f"train {precision}", size), times
 
 
-def measure_predict_latency(model, image: Path, args, device: str) -> list[float]:
+def measure_predict_latency(detector, image: Path, args, device: str) -> list[float]:
     """Model only: ``model.predict`` (backbone, neck, head, post-processing) on a ready batch of 1."""
-    from balloondet.cam import prepare_input
-
-    inputs, sample = prepare_input(model, image)
-
-    from balloondet.precision import inference_precision
+    inputs, sample = detector.prepare(image)
 
     def predict():
-        with torch.no_grad(), inference_precision(model):
-            model.predict(inputs, [sample])
+        with torch.no_grad(), detector.autocast():
+            detector.model.predict(inputs, [sample])
 
     return timed(predict, args.warmup, args.iters, device)
 
 
-def measure_end_to_end_latency(model, image: Path, args, device: str) -> list[float]:
-    """From the JPEG file: decode, test pipeline, preprocessing, predict (``inference_detector``)."""
-    from mmdet.apis import inference_detector
-
-    from balloondet.precision import inference_precision
-
-    def end_to_end():
-        with inference_precision(model):
-            inference_detector(model, str(image))
-
-    return timed(end_to_end, args.warmup, args.iters, device)
+def measure_end_to_end_latency(detector, image: Path, args, device: str) -> list[float]:
+    """From the JPEG file: decode, test pipeline, preprocessing, predict (``Detector.predict``)."""
+    return timed(lambda: detector.predict(image), args.warmup, args.iters, device)
 
 
-def measure_gradcam_time(model, image: Path, args, device: str):
+def measure_gradcam_time(detector, image: Path, args, device: str):
     """``box_cam`` (gradcam) per image, with the head's score threshold at 0 so an untrained model has boxes."""
-    from balloondet.cam import box_cam
-    from balloondet.errors import DataError
+    from balloondet.core.errors import DataError
+    from balloondet.explain.cam import box_cam
 
-    test_cfg = model.bbox_head.test_cfg
+    test_cfg = detector.model.bbox_head.test_cfg
     old = test_cfg.get("score_thr")
     test_cfg["score_thr"] = 0.0
     try:
-        return timed(lambda: box_cam(model, image, method="gradcam", score_thr=0.0), args.warmup, args.iters, device)
+        return timed(lambda: box_cam(detector, image, method="gradcam", score_thr=0.0), args.warmup, args.iters, device)
     except DataError:
         return None
     finally:
         test_cfg["score_thr"] = old
 
 
-def measure_cam_eval_time(model, image: Path, args, device: str) -> dict[str, list[float]] | None:
+def measure_cam_eval_time(detector, image: Path, args, device: str) -> dict[str, list[float]] | None:
     """cam-eval's cost per image and method: the map (``explain``) and its deletion + insertion
     curves (``cam_eval.CAM_EVAL_STEP`` steps, one batch through the detector), on the stride-8
     neck output, every default method and the two baselines. Score threshold 0 as for Grad-CAM."""
-    from balloondet import defaults
-    from balloondet.cam import predict_boxes, prepare_input, select_targets
-    from balloondet.cam_eval import (
+    from balloondet.core import defaults
+    from balloondet.explain.cam_eval import (
         IMAGE,
         RANDOM,
         SOBEL,
@@ -327,8 +314,11 @@ def measure_cam_eval_time(model, image: Path, args, device: str) -> dict[str, li
         fractions_for,
         map_for,
     )
+    from balloondet.explain.selection import select_targets
+    from balloondet.explain.wrapper import predict_boxes
 
-    inputs, sample = prepare_input(model, image)
+    model = detector.model
+    inputs, sample = detector.prepare(image)
     test_cfg = model.bbox_head.test_cfg
     old = test_cfg.get("score_thr")
     test_cfg["score_thr"] = 0.0
@@ -337,14 +327,14 @@ def measure_cam_eval_time(model, image: Path, args, device: str) -> dict[str, li
         if len(bboxes) == 0:
             return None
         blurred = blurred_copy(inputs, sample)
-        ends = tuple(box_scores(model, sample, torch.cat([inputs, blurred]), bboxes, labels))
+        ends = tuple(box_scores(detector, sample, torch.cat([inputs, blurred]), bboxes, labels))
         fractions = fractions_for(defaults.CAM_EVAL_STEP)
         layer = defaults.CAM_EVAL_LAYERS[0]
         times = {}
         for method in (*defaults.CAM_COMPARED, RANDOM, SOBEL):
             def one(method: str = method) -> None:
                 heatmap = map_for(model, inputs, sample, bboxes, labels, method, IMAGE if method == SOBEL else layer, 0)
-                deletion_insertion(model, sample, inputs, blurred, heatmap, bboxes, labels, fractions, ends,
+                deletion_insertion(detector, sample, inputs, blurred, heatmap, bboxes, labels, fractions, ends,
                                    np.random.default_rng(0))
             times[method] = timed(one, min(args.warmup, 1), max(1, args.iters // 5), device)  # ~40 forwards each
         return times
@@ -352,12 +342,12 @@ def measure_cam_eval_time(model, image: Path, args, device: str) -> dict[str, li
         test_cfg["score_thr"] = old
 
 
-def measure_featmap_time(model, image: Path, args, device: str) -> list[float]:
+def measure_featmap_time(detector, image: Path, args, device: str) -> list[float]:
     """``featmap.capture`` of the three neck outputs per image (inference with forward hooks)."""
-    from balloondet.featmap import capture, output_layers
+    from balloondet.explain.featmap import capture, output_layers
 
-    layers = output_layers(model, "neck")
-    return timed(lambda: capture(model, image, layers), args.warmup, args.iters, device)
+    layers = output_layers(detector.model, "neck")
+    return timed(lambda: capture(detector, image, layers), args.warmup, args.iters, device)
 
 
 def count_macs(model, size: int, device: str) -> tuple[int, int]:
@@ -399,7 +389,8 @@ def max_rss_mib() -> float:
 def benchmark_inference(size: int, image: Path, args, device: str,
                         peaks: dict[str, float]) -> tuple[list[dict], dict]:
     """Inference rows at ``size`` for every precision in ``peaks`` ({precision: matmul FLOP/s})."""
-    from balloondet.precision import set_inference_precision
+    from balloondet.engine.compat import keep_head_fp32
+    from balloondet.engine.detector import Detector
 
     model = build_inference_model(size, device)
     macs, params = count_macs(model, size, device)
@@ -409,12 +400,12 @@ def benchmark_inference(size: int, image: Path, args, device: str,
     raw = {}
     fp32_floor_ms = 1000 * 2 * macs / peaks["fp32"]
     for precision, peak in peaks.items():
-        set_inference_precision(model, precision)
+        detector = Detector.from_model(keep_head_fp32(model) if precision == "bf16" else model, precision)
         reset_cuda_peak(device)
         tag = f"[{precision}]"
-        raw[f"predict_{precision}"] = measure_predict_latency(model, image, args, device)
-        raw[f"end_to_end_{precision}"] = measure_end_to_end_latency(model, image, args, device)
-        raw[f"featmap_neck_{precision}"] = measure_featmap_time(model, image, args, device)
+        raw[f"predict_{precision}"] = measure_predict_latency(detector, image, args, device)
+        raw[f"end_to_end_{precision}"] = measure_end_to_end_latency(detector, image, args, device)
+        raw[f"featmap_neck_{precision}"] = measure_featmap_time(detector, image, args, device)
         floor_ms = 1000 * 2 * macs / peak
         predict_ms = ms_per_image(raw[f"predict_{precision}"])
         end_to_end_ms = ms_per_image(raw[f"end_to_end_{precision}"])
@@ -426,13 +417,13 @@ def benchmark_inference(size: int, image: Path, args, device: str,
             row(f"predict / floor {tag}", size, predict_ms / floor_ms, "x"),
             row(f"end-to-end / fp32 floor {tag}", size, end_to_end_ms / fp32_floor_ms, "x"),
         ] + cuda_peak_rows(device, f"inference {precision}", size)
-    set_inference_precision(model, "fp32")  # Grad-CAM's gradients stay fp32, as in the package
+    detector = Detector.from_model(model, "fp32")  # Grad-CAM's gradients stay fp32, as in the package
     reset_cuda_peak(device)
-    raw["gradcam"] = measure_gradcam_time(model, image, args, device)
+    raw["gradcam"] = measure_gradcam_time(detector, image, args, device)
     gradcam = ms_per_image(raw["gradcam"]) if raw["gradcam"] else "n/a (no box)"
     rows += [row("Grad-CAM (box_cam gradcam) [fp32]", size, gradcam, "ms/img")]
     rows += cuda_peak_rows(device, "gradcam", size)
-    cam_eval_times = measure_cam_eval_time(model, image, args, device)
+    cam_eval_times = measure_cam_eval_time(detector, image, args, device)
     for method, times in (cam_eval_times or {}).items():
         raw[f"cam_eval_{method}"] = times
         rows.append(row(f"cam-eval map + deletion/insertion ({method}) [fp32]", size, statistics.median(times),
@@ -441,8 +432,8 @@ def benchmark_inference(size: int, image: Path, args, device: str,
 
 
 def default_precisions(device: str) -> list[str]:
-    """fp32, plus bf16 where ``balloondet.precision`` would choose it (a CPU with native bfloat16)."""
-    from balloondet.precision import resolve_precision
+    """fp32, plus bf16 where ``balloondet.engine.precision`` would choose it (a CPU with native bfloat16)."""
+    from balloondet.engine.precision import resolve_precision
 
     return ["fp32"] + (["bf16"] if resolve_precision("auto", device)[0] == "bf16" else [])
 
@@ -450,7 +441,7 @@ def default_precisions(device: str) -> list[str]:
 def run(args) -> tuple[list[dict], dict, dict]:
     from mmdet.utils import register_all_modules
 
-    from balloondet.config import pick_device
+    from balloondet.engine.config import pick_device
 
     device = pick_device(args.device)
     if args.threads:

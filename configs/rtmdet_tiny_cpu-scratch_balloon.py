@@ -2,7 +2,7 @@
 _base_ = './rtmdet_tiny_1xb12-40e_balloon.py'
 
 img_scale = (320, 320)  # a quarter of the pixels of 640: about 4x faster per training image on CPU
-max_epochs = 300  # about 30 minutes on 2 cores with bf16 autocast (balloondet.precision)
+max_epochs = 300  # about 30 minutes on 2 cores with bf16 autocast (balloondet.engine.precision)
 stage2_num_epochs = 30
 base_lr = 0.004  # from scratch wants the base recipe's full rate, not the fine-tuning one
 interval = 10

@@ -100,13 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7], device=a.device), iou_threshold=0.5)
             assert keep.tolist() == [0, 2], keep
 
-        from balloondet.config import choose_recipe
-        from balloondet.curves import plot_curves
-        from balloondet.data import prepare_data
-        from balloondet.evaluate import evaluate_checkpoint
-        from balloondet.figures import example_image
-        from balloondet.model import load_model
-        from balloondet.predict import predict
+        from balloondet.data.prepare import prepare_data
+        from balloondet.detect.curves import plot_curves
+        from balloondet.detect.predict import predict
+        from balloondet.detect.test import evaluate_checkpoint
+        from balloondet.engine.config import choose_recipe
+        from balloondet.engine.detector import Detector
+        from balloondet.jobs.readme_figures import example_image
 
         data_root = Path("data/balloon")
         with Step(report, "data", a.device):
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = Path("work_dirs") / "gpu_check"
         if work_dir.exists():
             shutil.rmtree(work_dir)
-        from balloondet.train import train
+        from balloondet.detect.train import train
 
         with Step(report, "train", a.device):
             train(config, work_dir=work_dir, device=a.device, epochs=a.epochs, time_budget=a.train_seconds)
@@ -134,22 +134,21 @@ def main(argv: list[str] | None = None) -> int:
 
         image = example_image(data_root)
         with Step(report, "load_model", a.device):
-            model = load_model(work_dir / f"{Path(config).stem}.py", checkpoint, a.device)
+            detector = Detector.load(work_dir / f"{Path(config).stem}.py", checkpoint, a.device)
         with Step(report, "predict", a.device):
-            entries = predict(config, None, image, out=work_dir / "predict", model=model)
+            entries = predict(detector, image, out=work_dir / "predict")
         report["predict"] = {"image": image.name, "boxes": len(entries[0]["detections"])}
         shutil.copyfile(work_dir / "predict" / image.name, out / "prediction.jpg")
-        from balloondet.featmap import featmap
+        from balloondet.explain.featmap import featmap
 
         with Step(report, "featmap", a.device):
-            featmap(config, None, image, out=out, model=model)
-        from balloondet.cam import cam
+            featmap(detector, image, out=out)
+        from balloondet.explain.cam import cam
 
         with Step(report, "cam", a.device):
             best = max((d["score"] for d in entries[0]["detections"]), default=0.0)
             # a weak model (a short dry run) may have no box at the default threshold: explain its best ones
-            cam(config, None, image, out=out / "grad_visualization.png", model=model,
-                **({} if best >= 0.3 else {"score_thr": 0.0}))
+            cam(detector, image, out=out / "grad_visualization.png", **({} if best >= 0.3 else {"score_thr": 0.0}))
         with Step(report, "curves", a.device):
             plot_curves(work_dir, out=out / "training_curves.png")
         scalars = sorted(work_dir.glob("*/vis_data/scalars.json"))

@@ -5,9 +5,10 @@ import sys
 import pytest
 from conftest import REPO
 
-from balloondet import curves, defaults
 from balloondet.cli import build_parser, main, parse_value
-from balloondet.errors import BalloonDataError, BalloonDetError, ConfigError, DataError, ModelError, TrainError
+from balloondet.core import defaults
+from balloondet.core.errors import BalloonDataError, BalloonDetError, ConfigError, DataError, ModelError, TrainError
+from balloondet.detect import curves
 
 
 def parse(*argv):
@@ -15,7 +16,7 @@ def parse(*argv):
 
 
 def test_shared_arguments_have_one_default():
-    from balloondet.cam import CAM_METHODS
+    from balloondet.explain.methods import CAM_METHODS
 
     for verb in (["train", "c"], ["test", "c", "k"], ["predict", "c", "k", "i"], ["featmap", "c", "k", "i"],
                  ["cam", "c", "k", "i"], ["figures", "w"]):
@@ -86,9 +87,6 @@ def test_error_hierarchy():
     for error in (DataError, ConfigError, ModelError, TrainError):
         assert issubclass(error, BalloonDetError)
     assert issubclass(DataError, ValueError)  # what BalloonDataError was, for older callers
-    from balloondet.io import BalloonDataError as from_io
-
-    assert from_io is DataError
 
 
 def test_building_the_parser_imports_no_torch():

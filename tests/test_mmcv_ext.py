@@ -140,12 +140,14 @@ def run(*args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.subprocess
 def test_a_bare_interpreter_imports_mmcv_ops():
     out = run("-c", "import mmcv.ops, mmcv._ext, torch; print(mmcv._ext.BACKEND, "
                     "mmcv.ops.nms(torch.tensor([[0., 0, 1, 1]]), torch.tensor([1.]), 0.5)[1].tolist())")
     assert out.startswith("torchvision") and out.strip().endswith("[0]")
 
 
+@pytest.mark.subprocess
 def test_nms_in_a_spawned_dataloader_worker_and_a_torchrun_child(tmp_path):
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent("""
@@ -166,6 +168,7 @@ def test_nms_in_a_spawned_dataloader_worker_and_a_torchrun_child(tmp_path):
     assert "rank 0 [[0, 2], [0, 2]]" in out
 
 
+@pytest.mark.subprocess
 def test_the_distribution_holds_only_mmcv_ext(tmp_path):
     """pip uninstall balloondet-mmcv-ext removes mmcv/_ext.py and nothing of mmcv-lite's."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",

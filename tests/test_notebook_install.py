@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.notebook
 
 
 def lock_constraints(path: Path) -> str:

@@ -3,7 +3,7 @@
 # more backgrounds, than 61 photos hold. The Mosaic-free last stage stays as in the recipe.
 _base_ = '../rtmdet_tiny_cpu-scratch_balloon.py'
 
-custom_imports = dict(imports=['balloondet.transforms'], allow_failed_imports=False)  # CachedCopyPaste
+custom_imports = dict(imports=['balloondet.engine.transforms'], allow_failed_imports=False)  # CachedCopyPaste
 
 img_scale = (320, 320)
 train_pipeline = [

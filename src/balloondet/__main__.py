@@ -1,6 +1,6 @@
 """`python -m balloondet` (also what torchrun launches: `torchrun ... -m balloondet train ...`)."""
 import sys
 
-from .cli import main
+from balloondet.cli import main
 
 sys.exit(main())

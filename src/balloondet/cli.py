@@ -5,24 +5,27 @@ import argparse
 import ast
 import sys
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import defaults
-from .errors import BalloonDetError
-from .io import display_path
+from balloondet.core import defaults
+from balloondet.core.errors import BalloonDetError
+from balloondet.core.files import display_path
+
+if TYPE_CHECKING:
+    from balloondet.engine.detector import Detector
 
 # --- verbs ----------------------------------------------------------------------------
 
 
 def _data(a: argparse.Namespace) -> None:
-    from .data import prepare_data
+    from balloondet.data.prepare import prepare_data
 
     prepare_data(source=a.source, root=a.data_root, synthetic=a.synthetic, seed=a.seed, force=a.force,
                  local_archive=a.local_archive)
 
 
 def _convert(a: argparse.Namespace) -> None:
-    from .convert import convert
+    from balloondet.data.via import convert
 
     coco = convert(a.via_json, a.image_dir, a.out_json, class_attribute=a.class_attribute)
     cats = ", ".join(c["name"] for c in coco["categories"])
@@ -30,14 +33,14 @@ def _convert(a: argparse.Namespace) -> None:
 
 
 def _plot_dataset(a: argparse.Namespace) -> None:
-    from .plot_dataset import plot_dataset
+    from balloondet.data.plot import plot_dataset
 
     plot_dataset(a.data_root, split=a.split, n=a.n, out=a.out)
     print(f"wrote {a.out}")
 
 
 def _train(a: argparse.Namespace) -> None:
-    from .train import train
+    from balloondet.detect.train import train
 
     work_dir = train(a.config, work_dir=a.work_dir, device=a.device, epochs=a.epochs, from_scratch=a.from_scratch,
                      resume=a.resume, cfg_options=a.cfg_options, launcher=a.launcher, data_root=a.data_root,
@@ -46,75 +49,83 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _test(a: argparse.Namespace) -> None:
-    from .evaluate import evaluate_checkpoint
+    from balloondet.detect.test import evaluate_checkpoint
 
     evaluate_checkpoint(a.config, a.checkpoint, work_dir=a.work_dir, device=a.device, cfg_options=a.cfg_options,
                         data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap)
 
 
 def _curves(a: argparse.Namespace) -> None:
-    from .curves import plot_curves
+    from balloondet.detect.curves import plot_curves
 
     plot_curves(a.work_dir, out=a.out)
     print(f"wrote {a.out}")
 
 
 def _gt_vs_pred(a: argparse.Namespace) -> None:
-    from .report import gt_vs_pred
+    from balloondet.detect.report import gt_vs_pred
 
     gt_vs_pred(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr, out=a.out)
     print(f"wrote {display_path(a.out)}")
 
 
 def _pr_curves(a: argparse.Namespace) -> None:
-    from .report import pr_curves
+    from balloondet.detect.report import pr_curves
 
     pr_curves(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr, out=a.out)
     print(f"wrote {display_path(a.out)}")
 
 
 def _box_sizes(a: argparse.Namespace) -> None:
-    from .report import box_sizes
+    from balloondet.detect.report import box_sizes
 
     box_sizes(a.config, a.data_root, out=a.out)
     print(f"wrote {display_path(a.out)}")
 
 
-def _predict(a: argparse.Namespace) -> None:
-    from .predict import predict
+def _detector(a: argparse.Namespace) -> Detector:
+    """The verb's model, loaded once from its config and checkpoint (``--precision`` where the verb has it)."""
+    from balloondet.engine.detector import Detector
 
-    predict(a.config, a.checkpoint, a.source, score_thr=a.score_thr, out=a.out, device=a.device,
-            precision=a.precision)
+    return Detector.load(a.config, a.checkpoint, device=a.device,
+                         precision=getattr(a, "precision", defaults.PRECISION))
+
+
+def _predict(a: argparse.Namespace) -> None:
+    from balloondet.core.images import list_images
+    from balloondet.detect.predict import predict
+
+    list_images(a.source)  # a missing source is said before the model loads
+    predict(_detector(a), a.source, score_thr=a.score_thr, out=a.out)
     print(f"wrote {a.out}/predictions.json")
 
 
 def _featmap(a: argparse.Namespace) -> None:
-    from .featmap import featmap
+    from balloondet.core.images import read_image
+    from balloondet.explain.featmap import featmap
 
-    featmap(a.config, a.checkpoint, a.image, modules=a.modules, reduction=a.reduction, topk=a.topk, out=a.out,
-            device=a.device, precision=a.precision)
+    read_image(a.image)
+    featmap(_detector(a), a.image, modules=a.modules, reduction=a.reduction, topk=a.topk, out=a.out)
 
 
 def _cam(a: argparse.Namespace) -> None:
-    from .cam import cam
+    from balloondet.explain.cam import cam
 
-    cam(a.config, a.checkpoint, a.image, method=a.method, target_layer=a.target_layer, topk=a.topk,
-        score_thr=a.score_thr, norm_in_bbox=a.norm_in_bbox, out=a.out, device=a.device, target=a.target,
-        ann_file=a.ann_file)
+    cam(_detector(a), a.image, method=a.method, target_layer=a.target_layer, topk=a.topk, score_thr=a.score_thr,
+        norm_in_bbox=a.norm_in_bbox, out=a.out, target=a.target, ann_file=a.ann_file)
 
 
 def _cam_eval(a: argparse.Namespace) -> None:
-    from .cam_eval import cam_eval, format_table
+    from balloondet.explain.cam_eval import cam_eval, format_table
 
-    result = cam_eval(a.config, a.checkpoint, a.folder, methods=a.methods, layers=a.layers, step=a.step,
+    result = cam_eval(_detector(a), a.folder, methods=a.methods, layers=a.layers, step=a.step,
                       max_images=a.max_images, baselines=not a.no_baselines,
-                      randomisation=not a.no_randomisation, score_thr=a.score_thr, topk=a.topk, out=a.out,
-                      device=a.device)
+                      randomisation=not a.no_randomisation, score_thr=a.score_thr, topk=a.topk, out=a.out)
     print(format_table(result.rows))
 
 
 def _figures(a: argparse.Namespace) -> None:
-    from .figures import make_figures
+    from balloondet.jobs.readme_figures import make_figures
 
     make_figures(a.work_dir, data_root=a.data_root, image=a.image, out=a.out, device=a.device,
                  cam_method=a.method, score_thr=a.score_thr)
@@ -133,7 +144,7 @@ def parse_value(text: str) -> Any:
 
 
 def _notebooks(a: argparse.Namespace) -> None:
-    from .notebooks import run_notebooks
+    from balloondet.jobs.notebooks import run_notebooks
 
     params = {k: parse_value(v) for k, v in (a.parameter or [])}
     if a.synthetic:
@@ -161,7 +172,7 @@ class LazyChoices(Sequence):
 
 
 def _cam_methods() -> Sequence[str]:
-    from .cam import CAM_METHODS
+    from balloondet.explain.methods import CAM_METHODS
 
     return tuple(CAM_METHODS)
 
@@ -221,7 +232,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``balloondet`` argument parser, one sub-command per step."""
-    from .featmap import MODULES, REDUCTIONS
+    from balloondet.explain.featmap import MODULES, REDUCTIONS
 
     shared = _parents()
     cam_methods = LazyChoices(_cam_methods)

@@ -1,0 +1,77 @@
+"""Every default the package, the CLI and the notebooks share, defined once.
+
+Defaults that belong to one step stay beside it (e.g. the CAM methods in ``explain.methods.CAM_METHODS``,
+the feature-map reductions in ``explain.featmap.REDUCTIONS``); this module holds the ones that
+several layers use.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# --- data -----------------------------------------------------------------------------
+DATA_ROOT = "data/balloon"  # where `balloondet data` puts the converted dataset
+LOCAL_ARCHIVE_ENV = "BALLOONDET_LOCAL_ARCHIVE"  # a local copy of balloon_dataset.zip, used before any download
+# Where the CLI and the notebooks look for a local copy of the archive when the variable above is
+# unset (relative to the working directory: beside the checkout). The library never looks there itself.
+SHARED_ARCHIVE = "../shared/data/balloon_dataset.zip"
+
+# --- configs, runs and devices --------------------------------------------------------
+AUTO = "auto"  # as a config name: the recipe for this machine (engine.config.choose_recipe)
+CPU_CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # no CUDA: from scratch at 320 px
+GPU_CONFIG = "rtmdet_tiny_1xb12-40e_balloon"  # CUDA and the COCO checkpoint at hand: fine-tune it
+GPU_SCRATCH_CONFIG = "rtmdet_tiny_gpu-scratch_balloon"  # CUDA, offline: from scratch at 640 px
+CONFIG = AUTO  # what `balloondet train` and run.ipynb train unless told otherwise
+BENCH_CONFIG = CPU_CONFIG  # the benchmark times the recipe this 2-core CPU trains
+CONFIGS_ENV = "BALLOONDET_CONFIGS"  # a folder of configs, searched before ./configs and the checkout's
+SOURCE_ROOT = Path(__file__).resolve().parents[3]  # the checkout, when the package runs from one
+WORK_DIRS = "work_dirs"  # runs go to WORK_DIRS/<config name> unless told otherwise
+DEVICE = "auto"
+DEVICES = ("auto", "cpu", "cuda")
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+PRECISION = "auto"  # bf16 autocast on a CPU with native bfloat16, else fp32 (engine.precision.resolve_precision)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# --- analysis -------------------------------------------------------------------------
+SCORE_THR = 0.3  # detections drawn, explained and reported
+CAM_LAYER = "neck.out_convs.2"  # the neck's stride-32 output (mmyolo calls it out_layers)
+CAM_MISSED_LAYER = "neck.out_convs.0"  # stride 8, for missed balloons: small ones are predicted there
+CAM_METHOD = "gradcam"
+CAM_TOPK = 5  # boxes explained per image
+CAM_TARGETS = ("predicted", "missed", "false-positive")
+CAM_TARGET = "predicted"  # which boxes `cam` explains: predicted, missed (ground truth) or false-positive
+# cam-eval (faithfulness): the methods and neck scales measured (strides 8, 16, 32) beside the RandomCAM and
+# Sobel baselines, the deletion and insertion step (fraction of the pixels per step), where the table goes.
+# A map costs 38 forward passes, ~2.5 s per image at 640 px on 2 cores (bf16): the default method's three
+# scales and the baselines (7 maps) take ~4.5 min for the 13 val images. CAM_COMPARED: the README's comparison.
+CAM_EVAL_METHODS = (CAM_METHOD,)
+CAM_COMPARED = ("gradcam", "spatial-gradcam", "layercam")
+CAM_EVAL_LAYERS = ("neck.out_convs.0", "neck.out_convs.1", "neck.out_convs.2")
+CAM_EVAL_STEP = 0.05
+CAM_EVAL_DIR = f"{WORK_DIRS}/cam_eval"
+PREDICT_DIR = f"{WORK_DIRS}/predict"
+IOU_MATCH = 0.5  # a detection overlapping a box at least this much found it (ground truth vs prediction)
+BOOTSTRAP_SAMPLES = 300  # resamples of the val images behind test's 95 % interval of mAP
+BOOTSTRAP_SEED = 0
+
+# --- figures --------------------------------------------------------------------------
+FIGURES_DIR = "figures"
+DATASET_FIGURE = "dataset.png"
+CURVES_FIGURE = "training_curves.png"
+PREDICTION_FIGURE = "balloon.jpg"
+PREVIEW_MAX_SIDE = 1280  # px: the prediction figure's longer side (the photo is 2048 px, 1.2 MB)
+FEATMAP_FIGURE = "{module}_visualization.png"
+CAM_FIGURE = "grad_visualization.png"  # the three neck scales, the default layer first
+CAM_MISSED_FIGURE = "cam_missed.png"
+CAM_EVAL_FIGURE = "cam_eval.png"
+GT_VS_PRED_FIGURE = "gt_vs_pred.jpg"  # photographs: a JPEG is a seventh of the PNG
+PR_FIGURE = "pr_curves.png"
+BOX_SIZES_FIGURE = "box_sizes.png"
+
+
+def app_local_archive() -> str | None:
+    """The local archive the CLI and the notebooks offer the data step: ``$BALLOONDET_LOCAL_ARCHIVE``,
+    else ``SHARED_ARCHIVE`` when that file exists. (The data step itself never looks at SHARED_ARCHIVE.)"""
+    if os.environ.get(LOCAL_ARCHIVE_ENV):
+        return os.environ[LOCAL_ARCHIVE_ENV]
+    return SHARED_ARCHIVE if Path(SHARED_ARCHIVE).is_file() else None

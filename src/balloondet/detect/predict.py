@@ -1,0 +1,56 @@
+"""The `predict` step: detections on images, drawn by mmdet's visualizer and written as JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from balloondet.core import defaults
+from balloondet.core.files import atomic_path, write_json_atomic
+from balloondet.core.images import list_images, read_image
+
+if TYPE_CHECKING:
+    from mmdet.structures import DetDataSample
+
+    from balloondet.engine.detector import Detector
+
+
+def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequence[str]) -> list[dict]:
+    """Detections above ``score_thr`` in original-image pixels, best first."""
+    pred = data_sample.pred_instances
+    keep = pred.scores >= score_thr
+    out = []
+    for box, score, label in zip(pred.bboxes[keep].tolist(), pred.scores[keep].tolist(), pred.labels[keep].tolist()):
+        out.append({"bbox_xyxy": [round(v, 2) for v in box], "score": round(score, 5),
+                    "label": int(label), "class": classes[label]})
+    return sorted(out, key=lambda d: -d["score"])
+
+
+def predict(detector: Detector, source: str | Path, score_thr: float = defaults.SCORE_THR,
+            out: str | Path = defaults.PREDICT_DIR) -> list[dict]:
+    """Detect balloons in an image or a folder of images.
+
+    Writes ``OUT/<image name>`` with boxes, class and score drawn, and
+    ``OUT/predictions.json`` (one entry per image, boxes ``[x1, y1, x2, y2]`` in original
+    pixels), in the detector's precision. Returns the JSON entries.
+    """
+    from mmdet.visualization import DetLocalVisualizer
+
+    images = list_images(source)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    visualizer = DetLocalVisualizer(name=f"balloondet-predict-{id(detector.model)}")
+    visualizer.dataset_meta = detector.model.dataset_meta
+    classes = detector.classes
+    entries = []
+    for path in images:
+        img = read_image(path)
+        sample = detector.predict(path)
+        with atomic_path(out / path.name, suffix=path.suffix) as tmp:
+            visualizer.add_datasample(path.name, img, sample, draw_gt=False, pred_score_thr=score_thr,
+                                      out_file=str(tmp))
+        entries.append({"image": str(path), "width": img.shape[1], "height": img.shape[0],
+                        "detections": detections_of(sample, score_thr, classes)})
+        print(f"{path.name}: {len(entries[-1]['detections'])} balloon(s) with score >= {score_thr}")
+    write_json_atomic(entries, out / "predictions.json")
+    return entries
+

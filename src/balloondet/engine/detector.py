@@ -1,0 +1,156 @@
+"""A trained detector, loaded once: :class:`Detector` holds the model with its test pipeline, class
+names, device and inference precision, as mmdet's ``DetInferencer`` holds a model and its pipeline.
+
+``Detector.load(config, checkpoint, device=..., precision=...)`` is what the CLI adapters and the
+notebooks' first cell call; the library steps (predict, featmap, cam, cam-eval) take the
+``Detector``. Also here: a run's checkpoint (``find_checkpoint``) and a layer by name (``get_layer``).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from balloondet.core import defaults
+from balloondet.core.errors import ModelError
+from balloondet.core.images import read_image
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from mmdet.models.detectors import BaseDetector
+    from mmdet.structures import DetDataSample
+
+
+@dataclass(frozen=True)
+class Detector:
+    """An mmdet detector in eval mode with a checkpoint's weights, ready for inference.
+
+    ``precision`` (``fp32`` or ``bf16``, resolved) is the one its predictions and feature maps
+    use (``autocast``); Grad-CAM always runs in fp32. The pipelines are the config's test
+    pipeline, built once: ``pipeline`` for image files, ``array_pipeline`` for RGB arrays.
+    """
+
+    model: BaseDetector
+    pipeline: Callable[[dict], dict]
+    array_pipeline: Callable[[dict], dict]
+    classes: tuple[str, ...]
+    device: str  # cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16
+
+    @classmethod
+    def load(cls, config: str | Path, checkpoint: str | Path, device: str = defaults.DEVICE,
+             precision: str = defaults.PRECISION) -> Detector:
+        """The detector of ``config`` with the weights of ``checkpoint`` (EMA weights, for our runs), on
+        ``device`` (``auto``, ``cpu``, ``cuda``) in ``precision`` (``auto``, ``fp32``, ``bf16``).
+
+        The checkpoint is read through the safe loader and must fit the model (every backbone, neck
+        and head tensor), else a clear error.
+        """
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise ModelError(f"checkpoint not found: {checkpoint} (train one with `balloondet train`)")
+        from mmdet.apis import init_detector
+        from mmdet.utils import register_all_modules
+
+        from balloondet.engine.checkpoint import allow_mmengine_checkpoints, safe_load
+        from balloondet.engine.checkpoint_fit import check_fits
+        from balloondet.engine.compat import keep_head_fp32, separable_max_pools
+        from balloondet.engine.config import build_config, pick_device
+        from balloondet.engine.precision import resolve_precision
+
+        register_all_modules()
+        allow_mmengine_checkpoints()
+        cfg = build_config(config)
+        device = pick_device(device)
+        precision = resolve_precision(precision, device)[0]
+        # mmdet's prior generator calls torch.meshgrid without `indexing` (torch >= 1.10 warns, once per
+        # process, about a future default); mmdet's own code, the same on every call: not ours to act on.
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+        with contextlib.redirect_stdout(io.StringIO()):  # mmengine's "Loads checkpoint by ..." line
+            model = init_detector(cfg, str(checkpoint), device=device)
+        check_fits(model, safe_load(checkpoint), checkpoint)  # every backbone/neck/head tensor, or a clear error
+        separable_max_pools(model)
+        if precision == "bf16":
+            keep_head_fp32(model)
+        return cls.from_model(model, precision)
+
+    @classmethod
+    def from_model(cls, model: BaseDetector, precision: str = "fp32") -> Detector:
+        """A ``Detector`` around a built model (its ``cfg`` and ``dataset_meta`` set, as ``init_detector`` does)."""
+        from mmcv.transforms import Compose
+        from mmdet.utils import get_test_pipeline_cfg
+
+        files = copy.deepcopy(get_test_pipeline_cfg(model.cfg))  # the config's own list: not to be changed
+        arrays = copy.deepcopy(files)
+        arrays[0].type = "mmdet.LoadImageFromNDArray"  # what inference_detector does for arrays
+        device = next(model.parameters()).device.type
+        return cls(model=model, pipeline=Compose(files), array_pipeline=Compose(arrays),
+                   classes=tuple(model.dataset_meta["classes"]), device=device, precision=precision)
+
+    def with_model(self, model: BaseDetector) -> Detector:
+        """The same pipelines, classes, device and precision around another model (e.g. a re-initialised copy)."""
+        return replace(self, model=model)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Inside the block, inference runs in this detector's precision (bf16 autocast on the CPU, or fp32)."""
+        from balloondet.engine.precision import cpu_autocast
+
+        return cpu_autocast(enabled=self.precision == "bf16")
+
+    def predict(self, image: str | Path) -> DetDataSample:
+        """The data sample of one image file: its predictions (``pred_instances``, original pixels) and
+        the input geometry (``img_shape``, ``batch_input_shape``, ``scale_factor``)."""
+        from mmdet.apis import inference_detector
+
+        with self.autocast():
+            return inference_detector(self.model, str(image), test_pipeline=self.pipeline)
+
+    def prepare(self, image: str | Path | np.ndarray) -> tuple[torch.Tensor, DetDataSample]:
+        """The test pipeline and preprocessing of one image: (input batch of 1, data sample).
+
+        ``image`` is a file or an RGB array as ``core.images.read_image`` returns it (the file is then
+        not read again).
+        """
+        if isinstance(image, (str, Path)):
+            read_image(image)  # a clear error for unreadable files before the pipeline fails obscurely
+            data = self.pipeline(dict(img_path=str(image), img_id=0))
+        else:
+            import numpy as np
+
+            data = self.array_pipeline(dict(img=np.ascontiguousarray(image[..., ::-1]), img_id=0))  # loader's BGR
+        data = self.model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]},
+                                            False)
+        return data["inputs"], data["data_samples"][0]
+
+
+def find_checkpoint(work_dir: str | Path) -> Path:
+    """The final checkpoint of a run (``last_checkpoint``), else its best-on-val one.
+
+    The final one, not the best: with 13 val images, the best of many val evaluations
+    flatters the model, and the run's reported number is the final checkpoint's.
+    """
+    work_dir = Path(work_dir)
+    last = work_dir / "last_checkpoint"
+    if last.is_file():
+        path = Path(last.read_text().strip())
+        path = path if path.is_file() else work_dir / path.name  # the run may have moved
+        if path.is_file():
+            return path
+    best = sorted(work_dir.glob("best_coco*.pth"), key=lambda p: p.stat().st_mtime)
+    if best:
+        return best[-1]
+    raise ModelError(f"{work_dir}: no checkpoint (no last_checkpoint and no best_coco*.pth)")
+
+
+def get_layer(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """The submodule called ``name`` (``neck.out_convs.2`` or ``neck.out_convs[2]``)."""
+    try:
+        return model.get_submodule(name.replace("[", ".").replace("]", ""))
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n.startswith(("backbone.stage", "neck.")) and n.count(".") <= 2]
+        raise ModelError(f"unknown layer name {name!r}; for example: {', '.join(names[:12])} ...") from None

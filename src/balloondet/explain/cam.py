@@ -1,0 +1,167 @@
+"""The `cam` step: Grad-CAM "box AM" for a detector, built from grad-cam's small pieces.
+
+``box_cam`` explains one image's boxes (``selection.select_targets``) with a method
+(``methods.CAM_METHODS``) at a target layer; ``cam`` does it for an image or a folder and draws
+the figures (``plots``); ``cam_scales`` compares the neck's three scales. The pieces: the
+detector as grad-cam calls it (``wrapper``), what the map explains (``targets``), the map and its
+focus (``maps``).
+
+The default layer is the neck's smallest output scale (stride 32): in mmdet's CSPNeXtPAFPN
+that is ``neck.out_convs.2`` (mmyolo calls it ``out_layers``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+
+from balloondet.core import defaults
+from balloondet.core.errors import DataError
+from balloondet.core.files import display_path
+from balloondet.core.images import list_images, read_image
+from balloondet.engine.detector import get_layer
+from balloondet.explain.maps import CamResult, format_focus, renormalize_in_boxes
+from balloondet.explain.methods import GRADIENT_METHODS, cam_methods, check_method, run_cam
+from balloondet.explain.plots import plot_cam, plot_cams
+from balloondet.explain.selection import NoTargetError, check_target, ground_truth, no_target_message, select_targets
+from balloondet.explain.targets import BoxScoreTarget, PriorScoreTarget
+from balloondet.explain.wrapper import DetectorWrapper, predict_boxes
+
+if TYPE_CHECKING:
+    from mmdet.models.detectors import BaseDetector
+    from mmdet.structures import DetDataSample
+
+    from balloondet.engine.detector import Detector
+
+
+def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+            labels: torch.Tensor, method: str = defaults.CAM_METHOD,
+            target_layer: str | Sequence[str] = defaults.CAM_LAYER) -> np.ndarray:
+    """The map of a prepared input (``Detector.prepare``) for boxes in input pixels, on the torch model itself.
+
+    Returns the (h, w) map of the resized image (``img_shape``, the padding cut off), in [0, 1].
+    """
+    check_method(method)
+    names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
+    layers = [get_layer(model, name) for name in names]
+    if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
+        wrapper, targets = DetectorWrapper(model, sample, mode="dense"), [PriorScoreTarget(bboxes, labels)]
+    else:  # gradient-free: how the matched final predictions' scores change (EigenCAM ignores it)
+        wrapper, targets = DetectorWrapper(model, sample), [BoxScoreTarget(bboxes, labels)]
+    kwargs = {"batch_size": 16} if method == "ablationcam" else {}
+    heatmap = run_cam(cam_methods()[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
+    h, w = sample.metainfo["img_shape"]
+    return heatmap[:h, :w]
+
+
+def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD,
+            target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
+            score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False, target: str = defaults.CAM_TARGET,
+            ann_file: str | Path | None = None) -> CamResult:
+    """CAM for one image's boxes to explain (``select_targets``); the image file is read once.
+
+    ``missed`` and ``false-positive`` compare with the annotations (``ground_truth``; ``ann_file``
+    defaults to the split's COCO json beside the image's folder).
+    """
+    import mmcv
+
+    check_method(method)
+    check_target(target)
+    names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
+    img = read_image(image)
+    inputs, sample = detector.prepare(img)
+    pred = predict_boxes(detector.model, inputs, sample)
+    scale = np.array(sample.metainfo["scale_factor"] * 2, dtype=np.float32)  # image -> input pixels
+    gt = None
+    if target != "predicted":
+        gt_boxes, gt_labels = ground_truth(image, detector.classes, ann_file)
+        gt = (torch.from_numpy(gt_boxes * scale), torch.from_numpy(gt_labels))
+    bboxes, labels, scores = select_targets(pred, target, score_thr, topk, gt)
+    if len(bboxes) == 0:
+        best = float(pred.scores.max()) if len(pred) else 0.0
+        raise NoTargetError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
+                                          0 if gt is None else len(gt[0]), best, score_thr))
+    heatmap = explain(detector.model, inputs, sample, bboxes.detach(), labels, method, names)
+    heatmap = mmcv.imresize(heatmap, (img.shape[1], img.shape[0]))
+    boxes = bboxes.detach().cpu().numpy() / scale
+    if norm_in_bbox:
+        heatmap = renormalize_in_boxes(heatmap, boxes)
+    return CamResult(heatmap=np.clip(heatmap, 0, 1), boxes=boxes, scores=scores.detach().cpu().numpy(),
+                     labels=labels.cpu().numpy(), image=img, method=method, layer="+".join(names),
+                     image_path=Path(image), target=target)
+
+
+NECK_STRIDES = {"neck.out_convs.2": 32, "neck.out_convs.1": 16, "neck.out_convs.0": 8}  # CSPNeXtPAFPN's outputs
+
+
+def cam_scales(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD,
+               score_thr: float = defaults.SCORE_THR, target: str = defaults.CAM_TARGET,
+               out: str | Path | None = None) -> list[CamResult]:
+    """The CAM of one image at the neck's three scales, the default layer first and marked in its title."""
+    layers = sorted(NECK_STRIDES, key=lambda layer: layer != defaults.CAM_LAYER)
+    results = [box_cam(detector, image, method=method, target_layer=layer, score_thr=score_thr, target=target)
+               for layer in layers]
+    titles = [f"{method}, stride {NECK_STRIDES[layer]} ({layer})" + (", default" * (layer == defaults.CAM_LAYER))
+              for layer in layers]
+    results[0].figure = plot_cams(results, detector.classes, out=out, titles=titles)
+    if out is not None:
+        focus = ", ".join(f"stride {NECK_STRIDES[layer]} {format_focus(r.focus)}" for layer, r in zip(layers, results))
+        print(f"wrote {display_path(out)} ({len(results[0].boxes)} box(es) explained; focus {focus})")
+    return results
+
+
+def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD,
+        target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
+        score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False,
+        out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}", target: str = defaults.CAM_TARGET,
+        ann_file: str | Path | None = None) -> list[CamResult]:
+    """Box AM for an image or a folder: one ``CamResult`` (with its ``figure``) per image explained.
+
+    For one image, the figure goes to the file ``out``. For a folder, ``out`` is a folder that
+    gets one figure per image; images without a box to explain (``target``) are skipped, and the
+    focus of each map (mean CAM inside the boxes / outside) is printed with the median.
+    """
+    check_method(method)
+    check_target(target)
+    classes = detector.classes
+    args = dict(method=method, target_layer=target_layer, topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox,
+                target=target, ann_file=ann_file)
+    if not Path(image).is_dir():
+        result = box_cam(detector, image, **args)
+        result.figure = plot_cam(result, classes, out)
+        if out is not None:
+            print(f"wrote {display_path(out)} ({len(result.boxes)} box(es) explained, "
+                  f"focus {format_focus(result.focus)})")
+        return [result]
+    import matplotlib.pyplot as plt
+
+    results, nothing_to_explain = [], []
+    for path in list_images(image):
+        try:
+            result = box_cam(detector, path, **args)
+        except NoTargetError:
+            nothing_to_explain.append(path.name)
+            continue
+        except DataError as err:
+            print(f"{path.name}: skipped ({str(err).replace(f'{path}: ', '')})")
+            continue
+        result.figure = plot_cam(result, classes, Path(out) / f"{path.stem}.png" if out is not None else None)
+        plt.close(result.figure)  # saved, and kept in the result: a notebook shows the figures it asks for, not all
+        print(f"{path.name}: {len(result.boxes)} box(es), focus {format_focus(result.focus)}")
+        results.append(result)
+    if nothing_to_explain:
+        kind = {"predicted": f"predicted box >= {score_thr}", "missed": "missed balloon",
+                "false-positive": "false positive"}[target]
+        print(f"skipped {len(nothing_to_explain)} image(s) without a {kind}: {', '.join(nothing_to_explain)}")
+    focus = np.array([r.focus for r in results])
+    focus = focus[~np.isnan(focus)]
+    if len(focus):
+        layer = results[0].layer
+        boxes = "" if target == "predicted" else f" ({target} boxes)"
+        print(f"{method} on {layer}{boxes}: median focus {np.median(focus):.2f} over {len(focus)} images "
+              f"({np.mean(focus > 1):.0%} above 1; 1 = no preference for the boxes)"
+              + (f"; {len(results) - len(focus)} image(s) without a defined focus" if len(focus) < len(results)
+                 else ""))
+    return results

@@ -1,0 +1,430 @@
+"""The `cam-eval` step: is a CAM faithful to the detector, or a picture of the image?
+
+For each image, the predicted boxes (score >= ``score_thr``, at most ``topk``) are explained by
+every method at every neck scale (``cam.explain``), and each map is measured:
+
+- **deletion**: remove the image's pixels in the map's order (most salient first), step by step,
+  re-run the detector and track the boxes' score (each box's best IoU-matching prediction,
+  ``targets.matched_scores``, as ``BoxScoreTarget`` matches; mean over the boxes). Removed pixels
+  take a blurred copy of the image, not black: black is itself a strong, unnatural signal. A map
+  that points at what the detector uses makes the score fall fast: a low area under the curve.
+- **insertion**: start from the blurred image and reveal its pixels in the same order; a
+  faithful map makes the score rise fast: a high area.
+- **randomisation** (Adebayo et al. 2018, "Sanity checks for saliency maps"): re-initialise the
+  neck and the head, explain the same boxes again and take the Spearman rank correlation with
+  the trained model's map. A map that stays the same did not depend on what the model learned:
+  an edge detector scores 1. The same correlation inside the boxes only is reported beside it: a
+  target that scores the priors inside the boxes confines the gradient to the boxes' neighbourhood
+  for any weights, and the zeros shared outside would raise the whole-map correlation by themselves.
+- **focus**: mean map inside the boxes / outside (``maps.inside_outside_ratio``); where the map
+  is, not whether the model uses it.
+
+Baselines that know nothing of the trained weights: grad-cam's ``RandomCAM`` (random channel
+weights on the same layer) and a Sobel edge map of the image.
+
+Everything happens at the network input's resolution (the resized image, its padding cut off):
+that is what the detector sees, and the perturbed copies of an image go through it as one batch
+(the main cost: ``2 / step - 2`` images per map).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from balloondet.core import defaults
+from balloondet.core.console import progress_bar
+from balloondet.core.errors import ConfigError, DataError
+from balloondet.core.files import write_json_atomic
+from balloondet.core.images import list_images, save_figure
+from balloondet.explain.cam import explain
+from balloondet.explain.maps import box_mask, inside_outside_ratio
+from balloondet.explain.methods import check_method
+from balloondet.explain.selection import select_targets
+from balloondet.explain.targets import matched_scores
+from balloondet.explain.wrapper import DetectorWrapper, predict_boxes
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mmdet.models.detectors import BaseDetector
+    from mmdet.structures import DetDataSample
+
+    from balloondet.engine.detector import Detector
+
+RANDOM = "randomcam"  # grad-cam's RandomCAM, one row per layer
+SOBEL = "sobel"  # an edge map of the image: one row, its layer column says "image"
+IMAGE = "image"
+BLUR_SIGMA = 0.2  # of the longer image side: at 0.05 the blurred balloons were still found (smoke model)
+BATCH = 4  # perturbed images per forward pass: 640 px, 2 cores: bf16 57 ms/image at 4, 73 at 18 (cache)
+SCORE_FLOOR = 0.01  # the lowest prediction score the deletion/insertion curves track
+RANDOMISED_PARTS = ("neck", "bbox_head")  # re-initialised for the sanity check; the backbone stays trained
+
+
+@dataclass
+class MapScore:
+    """The measurements of one map (method, layer) of one image."""
+
+    image: str
+    method: str
+    layer: str
+    focus: float
+    deletion: np.ndarray  # score after each step (index 0: the full image)
+    insertion: np.ndarray  # score after each step (index 0: the blurred image)
+    deletion_auc: float
+    insertion_auc: float
+    randomisation: float  # Spearman rank correlation with the re-initialised model's map (nan if not run)
+    randomisation_in_boxes: float  # the same, over the pixels inside the boxes only
+    seconds: float  # deletion + insertion of this map
+
+
+@dataclass
+class CamEvalResult:
+    """``rows``: the table (one dict per method x layer); ``scores``: every map's measurements."""
+
+    rows: list[dict]
+    scores: list[MapScore]
+    fractions: np.ndarray  # share of the pixels removed (deletion) or revealed (insertion) at each step
+    images: list[str]
+    skipped: list[str] = field(default_factory=list)
+    seconds_per_image: float = math.nan
+    paths: dict[str, Path] = field(default_factory=dict)  # json, markdown, figure
+    figure: Figure | None = None
+
+    def curves(self, method: str, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (deletion, insertion) curves of one row over the images."""
+        mine = [s for s in self.scores if s.method == method and s.layer == layer]
+        return np.mean([s.deletion for s in mine], 0), np.mean([s.insertion for s in mine], 0)
+
+
+# --- pieces -----------------------------------------------------------------------------
+def stride_of(model: BaseDetector, layer: str) -> int | None:
+    """The stride of a neck output (``neck.out_convs.i``), else None."""
+    match = re.fullmatch(r"neck\.out_convs[.\[](\d+)\]?", layer)
+    strides = model.bbox_head.prior_generator.strides
+    if match is None or int(match[1]) >= len(strides):
+        return None
+    return int(strides[int(match[1])][0])
+
+
+def fractions_for(step: float) -> np.ndarray:
+    """0, step, 2 step, ..., 1."""
+    if not 0 < step <= 0.5:
+        raise ConfigError(f"deletion/insertion step {step}: give a fraction of the pixels in (0, 0.5]")
+    n = round(1 / step)
+    return np.linspace(0, 1, n + 1)
+
+
+def blurred_copy(inputs: torch.Tensor, sample: DetDataSample, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """The input with its image region (not the padding) Gaussian-blurred, sigma a fraction of its longer side.
+
+    Blurred at a lower resolution and scaled back: the same picture as a full-size blur, whose
+    kernel (~6 sigma = 770 px at 640 px input) took 70 s per image on 2 CPU cores.
+    """
+    import torch.nn.functional as F
+    from torchvision.transforms.functional import gaussian_blur
+
+    h, w = sample.metainfo["img_shape"]
+    s = max(sigma * max(h, w), 0.5)
+    factor = max(1, int(s // 4))  # blur with a sigma of about 4 px on a 1/factor copy
+    region = inputs[..., :h, :w].float()
+    small = region
+    if factor > 1:
+        small = F.interpolate(region, size=(max(h // factor, 1), max(w // factor, 1)), mode="area")
+    s_small = s / factor
+    sh, sw = small.shape[-2:]
+    kernel = min(2 * math.ceil(3 * s_small) + 1, 2 * ((min(sh, sw) - 1) // 2) + 1)  # reflect padding: kernel < side
+    if kernel >= 3:
+        small = gaussian_blur(small, [kernel, kernel], [s_small, s_small])
+    out = inputs.clone()
+    out[..., :h, :w] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False) if factor > 1 else small
+    return out
+
+
+def pixel_ranks(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each pixel's rank in the map's order (0: the most salient); ties in random order, not raster order."""
+    order = np.lexsort((rng.random(heatmap.size), -heatmap.ravel()))
+    ranks = np.empty(heatmap.size, np.int64)
+    ranks[order] = np.arange(heatmap.size)
+    return ranks.reshape(heatmap.shape)
+
+
+def perturbed(start: torch.Tensor, end: torch.Tensor, ranks: np.ndarray, fractions: np.ndarray) -> torch.Tensor:
+    """One image per fraction: ``start`` with its first ``fraction`` of pixels (by rank) taken from ``end``."""
+    h, w = ranks.shape
+    counts = torch.as_tensor(np.round(fractions * ranks.size), dtype=torch.long)
+    masks = torch.zeros(len(fractions), 1, *start.shape[-2:], dtype=torch.bool)
+    masks[:, 0, :h, :w] = torch.as_tensor(ranks)[None] < counts[:, None, None]
+    return torch.where(masks.to(start.device), end, start)
+
+
+def box_scores(detector: Detector, sample: DetDataSample, images: torch.Tensor, bboxes: torch.Tensor,
+               labels: torch.Tensor, batch: int = BATCH) -> np.ndarray:
+    """For each image, the mean over the boxes of their matched prediction's score (0 when unmatched)."""
+    # Predictions below SCORE_FLOOR count as no match (score 0): the test config's floor of 0.001
+    # sends every prior to NMS, a third of the evaluation's time, for scores no curve can show.
+    test_cfg = detector.model.bbox_head.test_cfg.copy()
+    test_cfg.score_thr = max(test_cfg.get("score_thr", 0), SCORE_FLOOR)
+    wrapper = DetectorWrapper(detector.model, sample, test_cfg=test_cfg)
+    scores = []
+    # the detector's inference precision (bf16 autocast where it was loaded so): no gradients here
+    with torch.no_grad(), detector.autocast():
+        for chunk in images.split(batch):
+            scores += [float(matched_scores(bboxes, labels, pred).mean()) for pred in wrapper(chunk)]
+    return np.array(scores)
+
+
+def auc(curve: np.ndarray, fractions: np.ndarray) -> float:
+    """Area under the curve (trapezoids) over the fraction of pixels, 0 to 1."""
+    return float(((curve[1:] + curve[:-1]) / 2 * np.diff(fractions)).sum())
+
+
+def deletion_insertion(detector: Detector, sample: DetDataSample, inputs: torch.Tensor, blurred: torch.Tensor,
+                       heatmap: np.ndarray, bboxes: torch.Tensor, labels: torch.Tensor, fractions: np.ndarray,
+                       ends: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The (deletion, insertion) score curves of one map.
+
+    ``ends``: the scores of the full and the blurred image, the same for every map of the image
+    (the first and last steps), so only the inner steps run: both curves in one batch.
+    """
+    ranks = pixel_ranks(heatmap, rng)
+    inner = fractions[1:-1]
+    batch = torch.cat([perturbed(inputs, blurred, ranks, inner), perturbed(blurred, inputs, ranks, inner)])
+    scores = box_scores(detector, sample, batch, bboxes, labels)
+    full, blur = ends
+    deletion = np.concatenate([[full], scores[:len(inner)], [blur]])
+    insertion = np.concatenate([[blur], scores[len(inner):], [full]])
+    return deletion, insertion
+
+
+def sobel_map(inputs: torch.Tensor, sample: DetDataSample) -> np.ndarray:
+    """Gradient magnitude of the image's grey level, in [0, 1]: a map that knows nothing of the model."""
+    h, w = sample.metainfo["img_shape"]
+    grey = inputs[:1, :, :h, :w].float().mean(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=grey.device)
+    grads = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate"),
+                                       torch.stack([kx, kx.T])[:, None])
+    mag = grads.pow(2).sum(1)[0].sqrt().cpu().numpy()
+    return mag / max(float(mag.max()), 1e-7)
+
+
+def randomised_copy(model: BaseDetector, seed: int = 0, parts: Sequence[str] = RANDOMISED_PARTS) -> BaseDetector:
+    """A copy of ``model`` with ``parts`` re-initialised (every ``reset_parameters``: convs, norms and their stats)."""
+    clone = copy.deepcopy(model)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for part in parts:
+            for module in getattr(clone, part).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return clone.eval()
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two maps; nan when one is constant (no order to compare)."""
+    from scipy.stats import spearmanr
+
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(spearmanr(a.ravel(), b.ravel())[0])
+
+
+@contextlib.contextmanager
+def numpy_seed(seed: int) -> Iterator[None]:
+    """RandomCAM draws from numpy's global generator: seed it here, and leave it as it was."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def map_for(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+            labels: torch.Tensor, method: str, layer: str, seed: int) -> np.ndarray:
+    """``explain``, or the Sobel map; RandomCAM with a fixed seed (the trained and randomised maps share it)."""
+    if method == SOBEL:
+        return sobel_map(inputs, sample)
+    with numpy_seed(seed):
+        return explain(model, inputs, sample, bboxes, labels, method, layer)
+
+
+# --- one image, a folder ----------------------------------------------------------------
+def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[str, str]], fractions: np.ndarray,
+                   score_thr: float = defaults.SCORE_THR, topk: int = defaults.CAM_TOPK,
+                   random_model: BaseDetector | None = None, seed: int = 0) -> list[MapScore]:
+    """Every (method, layer) map of one image, measured; DataError when no box reaches ``score_thr``."""
+    inputs, sample = detector.prepare(image)
+    pred = predict_boxes(detector.model, inputs, sample)
+    bboxes, labels, _ = select_targets(pred, "predicted", score_thr, topk)
+    if len(bboxes) == 0:
+        raise DataError(f"{image}: no predicted box with score >= {score_thr} to explain")
+    blurred = blurred_copy(inputs, sample)
+    ends = tuple(box_scores(detector, sample, torch.cat([inputs, blurred]), bboxes, labels))
+    boxes = bboxes.cpu().numpy()  # input pixels, like the maps
+    inside = box_mask(boxes, sample.metainfo["img_shape"])
+    results = []
+    for method, layer in rows:
+        heatmap = map_for(detector.model, inputs, sample, bboxes, labels, method, layer, seed)
+        start = time.perf_counter()
+        deletion, insertion = deletion_insertion(detector, sample, inputs, blurred, heatmap, bboxes, labels, fractions,
+                                                 ends, np.random.default_rng(seed))
+        seconds = time.perf_counter() - start
+        corr = corr_in_boxes = math.nan
+        if random_model is not None:
+            random_map = map_for(random_model, inputs, sample, bboxes, labels, method, layer, seed)
+            corr = rank_correlation(heatmap, random_map)
+            corr_in_boxes = rank_correlation(heatmap[inside], random_map[inside])
+        results.append(MapScore(image=Path(image).name, method=method, layer=layer,
+                                focus=inside_outside_ratio(heatmap, boxes), deletion=deletion, insertion=insertion,
+                                deletion_auc=auc(deletion, fractions), insertion_auc=auc(insertion, fractions),
+                                randomisation=corr, randomisation_in_boxes=corr_in_boxes, seconds=seconds))
+    return results
+
+
+def table_rows(methods: Sequence[str], layers: Sequence[str], baselines: bool = True) -> list[tuple[str, str]]:
+    """(method, layer) pairs: methods x layers, then RandomCAM x layers and Sobel."""
+    rows = [(m, layer) for m in methods for layer in layers]
+    if baselines:
+        rows += [(RANDOM, layer) for layer in layers] + [(SOBEL, IMAGE)]
+    return list(dict.fromkeys(rows))  # each row once, in order
+
+
+def summarise(model: BaseDetector, scores: Sequence[MapScore], rows: Sequence[tuple[str, str]]) -> list[dict]:
+    """The table: per (method, layer), median focus and mean AUCs and correlation over the images."""
+
+    def mean(values: list[float]) -> float:
+        values = [v for v in values if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    table = []
+    for method, layer in rows:
+        mine = [s for s in scores if s.method == method and s.layer == layer]
+        focus = [s.focus for s in mine if not math.isnan(s.focus)]
+        table.append({"method": method, "layer": layer, "stride": stride_of(model, layer) if layer != IMAGE else None,
+                      "focus": float(np.median(focus)) if focus else math.nan,
+                      "deletion_auc": mean([s.deletion_auc for s in mine]),
+                      "insertion_auc": mean([s.insertion_auc for s in mine]),
+                      "randomisation_corr": mean([s.randomisation for s in mine]),
+                      "randomisation_corr_in_boxes": mean([s.randomisation_in_boxes for s in mine]),
+                      "seconds_per_image": mean([s.seconds for s in mine]), "images": len(mine)})
+    return table
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The table as Markdown."""
+
+    def num(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    lines = ["| method | layer | stride | focus | deletion AUC ↓ | insertion AUC ↑ | randomisation ρ ↓ "
+             "| ρ in boxes ↓ | images |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['layer']} | {r['stride'] or '–'} | {num(r['focus'], 2)} | "
+                     f"{num(r['deletion_auc'])} | {num(r['insertion_auc'])} | {num(r['randomisation_corr'], 2)} | "
+                     f"{num(r['randomisation_corr_in_boxes'], 2)} | "
+                     f"{r['images']} |")
+    return "\n".join(lines)
+
+
+def plot_cam_eval(result: CamEvalResult, out: str | Path | None = None, layers: Sequence[str] | None = None) -> Figure:
+    """Mean deletion and insertion curves per row (``layers``: only those rows, the Sobel row always)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for row in result.rows:
+        if layers is not None and row["layer"] not in layers and row["layer"] != IMAGE:
+            continue
+        deletion, insertion = result.curves(row["method"], row["layer"])
+        label = row["method"] if row["layer"] == IMAGE else f"{row['method']} s{row['stride'] or row['layer']}"
+        style = ":" if row["method"] in (RANDOM, SOBEL) else "-"
+        for ax, curve, key in ((axes[0], deletion, "deletion_auc"), (axes[1], insertion, "insertion_auc")):
+            ax.plot(result.fractions, curve, style, label=f"{label} ({row[key]:.3f})")
+    for ax, title in zip(axes, ("deletion (lower is better)", "insertion (higher is better)")):
+        ax.set_title(title)
+        ax.set_xlabel("fraction of pixels removed" if ax is axes[0] else "fraction of pixels revealed")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("matched box score (mean over boxes and images)")
+    fig.tight_layout()
+    return save_figure(fig, out, dpi=80)
+
+
+def write_table(result: CamEvalResult, out: str | Path) -> dict[str, Path]:
+    """``cam_eval.json`` (the table, every map's AUCs, the settings) and ``cam_eval.md`` in the folder ``out``."""
+    out = Path(out)
+    per_map = [{"image": s.image, "method": s.method, "layer": s.layer, "focus": s.focus,
+                "deletion_auc": s.deletion_auc, "insertion_auc": s.insertion_auc,
+                "randomisation_corr": s.randomisation, "randomisation_corr_in_boxes": s.randomisation_in_boxes}
+               for s in result.scores]
+    doc = {"rows": result.rows, "maps": per_map, "fractions": result.fractions.tolist(), "images": result.images,
+           "skipped": result.skipped, "seconds_per_image": result.seconds_per_image}
+    paths = {"json": write_json_atomic(_no_nan(doc), out / "cam_eval.json"), "markdown": out / "cam_eval.md"}
+    paths["markdown"].write_text(format_table(result.rows) + "\n")
+    return paths
+
+
+def _no_nan(obj: object) -> object:
+    """NaN -> None: strict JSON has no NaN."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_no_nan(v) for v in obj]
+    return obj
+
+
+def cam_eval(detector: Detector, folder: str | Path,
+             methods: Sequence[str] = defaults.CAM_EVAL_METHODS, layers: Sequence[str] = defaults.CAM_EVAL_LAYERS,
+             step: float = defaults.CAM_EVAL_STEP, max_images: int | None = None, baselines: bool = True,
+             randomisation: bool = True, score_thr: float = defaults.SCORE_THR, topk: int = defaults.CAM_TOPK,
+             out: str | Path | None = defaults.CAM_EVAL_DIR, seed: int = 0) -> CamEvalResult:
+    """Faithfulness of the CAM methods on a folder of images (or one image): the table (``format_table``), written.
+
+    ``out``: a folder for ``cam_eval.json``, ``cam_eval.md`` and ``cam_eval.png`` (None: nothing written).
+    Images without a box above ``score_thr`` are skipped. Fewer ``methods``/``layers``, a larger
+    ``step`` or ``max_images`` make it faster; the time per image is printed.
+    """
+    for method in methods:
+        check_method(method)
+    fractions = fractions_for(step)
+    images = list_images(folder)[:max_images]
+    rows = table_rows(methods, layers, baselines)
+    random_model = randomised_copy(detector.model, seed) if randomisation else None
+    scores, done, skipped = [], [], []
+    start = time.perf_counter()
+    bar = progress_bar(len(images), f"cam-eval ({len(rows)} maps per image)", unit="image")
+    for i, image in enumerate(images):
+        try:
+            scores += evaluate_image(detector, image, rows, fractions, score_thr, topk, random_model, seed + i)
+            done.append(image.name)
+        except DataError as err:
+            skipped.append(f"{image.name}: {err}")
+        bar.update(1)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    if not done:
+        raise DataError(f"{folder}: no image with a predicted box >= {score_thr} to evaluate")
+    result = CamEvalResult(rows=summarise(detector.model, scores, rows), scores=scores, fractions=fractions,
+                           images=done, skipped=skipped, seconds_per_image=elapsed / len(images))
+    print(f"{len(done)} image(s), {len(rows)} maps each, {len(fractions) - 1} steps: "
+          f"{result.seconds_per_image:.1f} s per image" + (f"; skipped (no box >= {score_thr}): "
+                                                            f"{', '.join(s.split(':')[0] for s in skipped)}"
+                                                            if skipped else ""))
+    if out is not None:
+        result.paths = write_table(result, out)
+        result.paths["figure"] = Path(out) / "cam_eval.png"
+        result.figure = plot_cam_eval(result, result.paths["figure"])
+        print(f"wrote {result.paths['json']}, {result.paths['markdown']} and {result.paths['figure']}")
+    return result
