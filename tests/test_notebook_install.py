@@ -20,6 +20,8 @@ def lock_constraints(path: Path) -> str:
 
 def test_run_notebook_installs_balloondet_into_a_bare_kernel(tmp_path):
     venv = tmp_path / "kernel-venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '')}", BALLOONDET_NOTEBOOK_INSTALL="1", MPLBACKEND="Agg")
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
     constraints = tmp_path / "constraints.txt"
@@ -28,11 +30,8 @@ def test_run_notebook_installs_balloondet_into_a_bare_kernel(tmp_path):
     uv = Path(sys.executable).with_name("uv")
     subprocess.run([str(uv), "pip", "install", "--quiet", "--python", str(py), "-c", str(constraints),
                     "torch", "torchvision", "ipykernel", "papermill"], check=True, timeout=900)
-    assert subprocess.run([str(py), "-c", "import balloondet"], capture_output=True).returncode != 0
-    assert subprocess.run([str(py), "-c", "import mmcv"], capture_output=True).returncode != 0
-
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(PATH=f"{venv / 'bin'}:{env.get('PATH', '')}", BALLOONDET_NOTEBOOK_INSTALL="1", MPLBACKEND="Agg")
+    for module in ("balloondet", "mmcv"):  # not there before the notebook runs
+        assert subprocess.run([str(py), "-c", f"import {module}"], capture_output=True, env=env).returncode != 0
     out = tmp_path / "run.ipynb"
     params = {"synthetic": True, "data_root": str(tmp_path / "data"), "config": "rtmdet_tiny_smoke_synthetic",
               "epochs": 1, "device": "cpu", "work_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "figs")}
