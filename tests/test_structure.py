@@ -8,6 +8,7 @@ only, never one of its own layer or above; that includes imports inside function
 - libraries: checkpoint loading, the VIA->COCO converter (used by the data step and the
   `convert` verb), synthetic data, configs and devices, mmengine hooks, data transforms;
 - model: load a detector, find its checkpoint and its layers;
+- explanation pieces that need no detector (D-RISE, the pointing games);
 - steps: one module per notebook cell / CLI verb; they never import each other;
 - steps built on another step (cam_eval measures cam's maps);
 - figures: an orchestrator that calls several steps;
@@ -29,6 +30,7 @@ LAYERS = [
     {"checkpoint", "convert", "synthetic", "hooks", "transforms", "precision", "cocostats"},
     {"config"},  # asks checkpoint whether the COCO checkpoint is cached
     {"model"},
+    {"drise", "localisation"},  # explanation pieces without mmdet: cam's D-RISE, cam_eval's pointing games
     STEPS,
     {"cam_eval"},  # a step that measures the cam step's maps
     {"figures"},

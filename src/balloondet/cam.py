@@ -16,7 +16,8 @@
   ground-truth box (``false-positive``); ``ground_truth`` reads them from the COCO json.
 - ``fpn_reshape_transform``: for target layers with several outputs (e.g. the whole neck),
   resizes every scale to the largest and stacks the channels.
-- ``CAM_METHODS``: the methods by name (the CLI's choices come from here).
+- ``CAM_METHODS``: the methods by name (the CLI's choices come from here). ``drise`` (drise.DRISE,
+  D-RISE) is black-box: no layer (its layer is ``image``), masked copies of the image through the detector.
 
 The default layer is the neck's smallest output scale (stride 32): in mmdet's
 CSPNeXtPAFPN that is ``neck.out_convs.2`` (mmyolo calls it ``out_layers``).
@@ -50,8 +51,10 @@ if TYPE_CHECKING:
 # the others (gradient-free) BoxScoreTarget. randomcam (random channel weights) is a baseline for cam-eval.
 CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "spatial-gradcam": "SpatialGradCAM",
                "spatial-gradcam++": "SpatialGradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-               "ablationcam": "AblationCAM", "randomcam": "RandomCAM"}
+               "ablationcam": "AblationCAM", "randomcam": "RandomCAM", "drise": "DRISE"}
 GRADIENT_METHODS = ("gradcam", "gradcam++", "spatial-gradcam", "spatial-gradcam++", "layercam", "randomcam")
+LAYERLESS_METHODS = ("drise",)  # black-box: explain the image, not a layer (their layer reads IMAGE_LAYER)
+IMAGE_LAYER = "image"
 CAM_TARGETS = defaults.CAM_TARGETS
 
 
@@ -95,7 +98,9 @@ def cam_methods() -> dict[str, type]:
     """``CAM_METHODS`` with their classes."""
     import pytorch_grad_cam
 
-    classes = {**vars(pytorch_grad_cam), **spatial_cam_classes()}
+    from .drise import DRISE
+
+    classes = {**vars(pytorch_grad_cam), **spatial_cam_classes(), "DRISE": DRISE}
     return {name: classes[cls] for name, cls in CAM_METHODS.items()}
 
 
@@ -134,15 +139,17 @@ class DetectorWrapper(torch.nn.Module):
 
     ``predict``: the final predictions (``InstanceData``: bboxes in input pixels, scores,
     labels), after NMS, with gradients. ``dense``: per pyramid level, the priors and the
-    class scores of every prior, before any filtering.
+    class scores of every prior, before any filtering. ``with_nms=False``: the predictions before NMS
+    (the test config's score floor and top-k per level only).
     """
 
     def __init__(self, detector: BaseDetector, data_sample: DetDataSample, mode: str = "predict",
-                 test_cfg: dict | None = None) -> None:
+                 test_cfg: dict | None = None, with_nms: bool = True) -> None:
         super().__init__()
         self.detector = detector
         self.data_sample = data_sample  # geometry of the input (img_shape, pad_shape, ...)
         self.mode = mode
+        self.with_nms = with_nms
         self.test_cfg = test_cfg or detector.bbox_head.test_cfg  # post-processing (NMS) settings
 
     def forward(self, inputs: torch.Tensor) -> list:
@@ -165,7 +172,7 @@ class DetectorWrapper(torch.nn.Module):
                 cls_score_list=select_single_mlvl(cls_scores, i, detach=False),
                 bbox_pred_list=select_single_mlvl(bbox_preds, i, detach=False),
                 score_factor_list=[None] * len(cls_scores), mlvl_priors=priors,
-                img_meta=self.data_sample.metainfo, cfg=self.test_cfg, rescale=False, with_nms=True)
+                img_meta=self.data_sample.metainfo, cfg=self.test_cfg, rescale=False, with_nms=self.with_nms)
             for i in range(len(inputs))
         ]
 
@@ -424,12 +431,15 @@ def no_target_message(image: str | Path, target: str, n_confident: int, n_gt: in
 
 def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
             labels: torch.Tensor, method: str = defaults.CAM_METHOD,
-            target_layer: str | Sequence[str] = defaults.CAM_LAYER) -> np.ndarray:
+            target_layer: str | Sequence[str] = defaults.CAM_LAYER, seed: int = defaults.DRISE_SEED) -> np.ndarray:
     """The map of a prepared input (``prepare_input``) for boxes in input pixels.
 
     Returns the (h, w) map of the resized image (``img_shape``, the padding cut off), in [0, 1].
+    D-RISE ignores ``target_layer`` and draws its masks with ``seed``.
     """
     check_method(method)
+    if method in LAYERLESS_METHODS:
+        return explain_drise(model, inputs, sample, bboxes, labels, seed=seed)
     names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
     layers = [get_layer(model, name) for name in names]
     if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
@@ -439,6 +449,24 @@ def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
     kwargs = {"batch_size": 16} if method == "ablationcam" else {}
     heatmap = run_cam(cam_methods()[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
     h, w = sample.metainfo["img_shape"]
+    return heatmap[:h, :w]
+
+
+def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+                  labels: torch.Tensor, n_masks: int | None = None, seed: int = defaults.DRISE_SEED) -> np.ndarray:
+    """D-RISE's (h, w) map: the detections before NMS (every prior that sees the box counts, and no
+    suppression flips between near-equal boxes from mask to mask), batched, in the model's inference
+    precision (bf16 where the CPU has it). Masked pixels take 0 on the normalised input: the
+    preprocessor's mean colour, RISE's fill (cam_eval's deletion uses a blurred copy instead).
+    ``n_masks``: ``defaults.DRISE_MASKS`` when None (read at the call)."""
+    from .drise import DRISE, DRiseTarget
+    from .precision import inference_precision
+
+    h, w = sample.metainfo["img_shape"]
+    wrapper = DetectorWrapper(model, sample, with_nms=False)
+    with torch.no_grad(), inference_precision(model):
+        heatmap = DRISE(wrapper, n_masks=n_masks or defaults.DRISE_MASKS, seed=seed)(
+            inputs, [DRiseTarget(bboxes, labels)], size=(h, w))[0]
     return heatmap[:h, :w]
 
 
@@ -475,7 +503,8 @@ def box_cam(model: BaseDetector, image: str | Path, method: str = defaults.CAM_M
     if norm_in_bbox:
         heatmap = renormalize_in_boxes(heatmap, boxes)
     return CamResult(heatmap=np.clip(heatmap, 0, 1), boxes=boxes, scores=scores.detach().cpu().numpy(),
-                     labels=labels.cpu().numpy(), image=img, method=method, layer="+".join(names),
+                     labels=labels.cpu().numpy(), image=img, method=method,
+                     layer=IMAGE_LAYER if method in LAYERLESS_METHODS else "+".join(names),
                      image_path=Path(image), target=target)
 
 
