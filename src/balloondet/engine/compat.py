@@ -150,7 +150,8 @@ def keep_head_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def predict_single_image(head: torch.nn.Module, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor],
-                         index: int, priors: list[torch.Tensor], img_meta: dict, cfg: Any) -> InstanceData:
+                         index: int, priors: list[torch.Tensor], img_meta: dict, cfg: Any,
+                         with_nms: bool = True) -> InstanceData:
     """Image ``index``'s final predictions (after NMS, in input pixels) from the head's outputs, with gradients.
 
     mmdet's ``predict_by_feat`` detaches the head outputs; this is its per-image loop without
@@ -162,7 +163,7 @@ def predict_single_image(head: torch.nn.Module, cls_scores: list[torch.Tensor], 
         cls_score_list=select_single_mlvl(cls_scores, index, detach=False),
         bbox_pred_list=select_single_mlvl(bbox_preds, index, detach=False),
         score_factor_list=[None] * len(cls_scores), mlvl_priors=priors,
-        img_meta=img_meta, cfg=cfg, rescale=False, with_nms=True)
+        img_meta=img_meta, cfg=cfg, rescale=False, with_nms=with_nms)
 
 
 def separable_max_pools(model: torch.nn.Module) -> torch.nn.Module:

@@ -7,6 +7,8 @@
 - ``targets``: what a map explains (the boxes' prior scores, or their matched predictions' scores).
 - ``selection``: which boxes to explain: predicted, missed or false-positive, against the ground truth.
 - ``maps``: a CAM of one image (``CamResult``) and its measures (focus, boxes' masks).
+- ``drise``: D-RISE, the black-box method: random masks of the image, weighted by how the detections match.
+- ``localisation``: the pointing game and the energy-based pointing game of a map.
 - ``plots``: the CAM figures.
 - ``cam``: the `cam` step.
 - ``cam_eval``: the `cam-eval` step: is a CAM faithful to the detector?

@@ -23,7 +23,14 @@ from balloondet.core.files import display_path
 from balloondet.core.images import list_images, read_image
 from balloondet.engine.detector import get_layer
 from balloondet.explain.maps import CamResult, format_focus, renormalize_in_boxes
-from balloondet.explain.methods import GRADIENT_METHODS, cam_methods, check_method, run_cam
+from balloondet.explain.methods import (
+    GRADIENT_METHODS,
+    IMAGE_LAYER,
+    LAYERLESS_METHODS,
+    cam_methods,
+    check_method,
+    run_cam,
+)
 from balloondet.explain.plots import plot_cam, plot_cams
 from balloondet.explain.selection import NoTargetError, check_target, ground_truth, no_target_message, select_targets
 from balloondet.explain.targets import BoxScoreTarget, PriorScoreTarget
@@ -38,12 +45,16 @@ if TYPE_CHECKING:
 
 def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
             labels: torch.Tensor, method: str = defaults.CAM_METHOD,
-            target_layer: str | Sequence[str] = defaults.CAM_LAYER) -> np.ndarray:
+            target_layer: str | Sequence[str] = defaults.CAM_LAYER, seed: int = defaults.DRISE_SEED,
+            bf16: bool = False) -> np.ndarray:
     """The map of a prepared input (``Detector.prepare``) for boxes in input pixels, on the torch model itself.
 
     Returns the (h, w) map of the resized image (``img_shape``, the padding cut off), in [0, 1].
+    D-RISE ignores ``target_layer``, draws its masks with ``seed`` and runs in bf16 when ``bf16``.
     """
     check_method(method)
+    if method in LAYERLESS_METHODS:
+        return explain_drise(model, inputs, sample, bboxes, labels, seed=seed, bf16=bf16)
     names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
     layers = [get_layer(model, name) for name in names]
     if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
@@ -53,6 +64,25 @@ def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
     kwargs = {"batch_size": 16} if method == "ablationcam" else {}
     heatmap = run_cam(cam_methods()[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
     h, w = sample.metainfo["img_shape"]
+    return heatmap[:h, :w]
+
+
+def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+                  labels: torch.Tensor, n_masks: int | None = None, seed: int = defaults.DRISE_SEED,
+                  bf16: bool = False) -> np.ndarray:
+    """D-RISE's (h, w) map: the detections before NMS (every prior that sees the box counts, and no
+    suppression flips between near-equal boxes from mask to mask), batched, in bf16 where asked
+    (the detector's precision). Masked pixels take 0 on the normalised input: the preprocessor's
+    mean colour, RISE's fill (cam_eval's deletion uses a blurred copy instead).
+    ``n_masks``: ``defaults.DRISE_MASKS`` when None (read at the call)."""
+    from balloondet.engine.precision import cpu_autocast
+    from balloondet.explain.drise import DRISE, DRiseTarget
+
+    h, w = sample.metainfo["img_shape"]
+    wrapper = DetectorWrapper(model, sample, with_nms=False)
+    with torch.no_grad(), cpu_autocast(enabled=bf16):
+        heatmap = DRISE(wrapper, n_masks=n_masks or defaults.DRISE_MASKS, seed=seed)(
+            inputs, [DRiseTarget(bboxes, labels)], size=(h, w))[0]
     return heatmap[:h, :w]
 
 
@@ -83,13 +113,15 @@ def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_ME
         best = float(pred.scores.max()) if len(pred) else 0.0
         raise NoTargetError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
                                           0 if gt is None else len(gt[0]), best, score_thr))
-    heatmap = explain(detector.model, inputs, sample, bboxes.detach(), labels, method, names)
+    heatmap = explain(detector.model, inputs, sample, bboxes.detach(), labels, method, names,
+                      bf16=detector.precision == "bf16")
     heatmap = mmcv.imresize(heatmap, (img.shape[1], img.shape[0]))
     boxes = bboxes.detach().cpu().numpy() / scale
     if norm_in_bbox:
         heatmap = renormalize_in_boxes(heatmap, boxes)
     return CamResult(heatmap=np.clip(heatmap, 0, 1), boxes=boxes, scores=scores.detach().cpu().numpy(),
-                     labels=labels.cpu().numpy(), image=img, method=method, layer="+".join(names),
+                     labels=labels.cpu().numpy(), image=img, method=method,
+                     layer=IMAGE_LAYER if method in LAYERLESS_METHODS else "+".join(names),
                      image_path=Path(image), target=target)
 
 

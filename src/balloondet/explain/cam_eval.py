@@ -18,9 +18,13 @@ every method at every neck scale (``cam.explain``), and each map is measured:
   for any weights, and the zeros shared outside would raise the whole-map correlation by themselves.
 - **focus**: mean map inside the boxes / outside (``maps.inside_outside_ratio``); where the map
   is, not whether the model uses it.
+- **pointing game** and **energy pointing game** (``localisation``): is the map's maximum in the
+  boxes (within ``defaults.POINTING_TOLERANCE`` px), and which share of its sum is; chance is the
+  boxes' share of the image (``pointing_chance``, with the tolerance). Also where, not whether.
 
 Baselines that know nothing of the trained weights: grad-cam's ``RandomCAM`` (random channel
-weights on the same layer) and a Sobel edge map of the image.
+weights on the same layer) and a Sobel edge map of the image. D-RISE (``drise``, opt-in: hundreds of
+forward passes per map) explains the image, not a layer: one row, layer ``image``, like Sobel's.
 
 Everything happens at the network input's resolution (the resized image, its padding cut off):
 that is what the detector sees, and the perturbed copies of an image go through it as one batch
@@ -46,8 +50,9 @@ from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import write_json_atomic
 from balloondet.core.images import list_images, save_figure
 from balloondet.explain.cam import explain
+from balloondet.explain.localisation import chance, energy_pointing_game, pointing_game
 from balloondet.explain.maps import box_mask, inside_outside_ratio
-from balloondet.explain.methods import check_method
+from balloondet.explain.methods import LAYERLESS_METHODS, check_method
 from balloondet.explain.selection import select_targets
 from balloondet.explain.targets import matched_scores
 from balloondet.explain.wrapper import DetectorWrapper, predict_boxes
@@ -63,7 +68,7 @@ RANDOM = "randomcam"  # grad-cam's RandomCAM, one row per layer
 SOBEL = "sobel"  # an edge map of the image: one row, its layer column says "image"
 IMAGE = "image"
 BLUR_SIGMA = 0.2  # of the longer image side: at 0.05 the blurred balloons were still found (smoke model)
-BATCH = 4  # perturbed images per forward pass: 640 px, 2 cores: bf16 57 ms/image at 4, 73 at 18 (cache)
+BATCH = defaults.INFERENCE_BATCH  # perturbed images per forward pass
 SCORE_FLOOR = 0.01  # the lowest prediction score the deletion/insertion curves track
 RANDOMISED_PARTS = ("neck", "bbox_head")  # re-initialised for the sanity check; the backbone stays trained
 
@@ -82,7 +87,10 @@ class MapScore:
     insertion_auc: float
     randomisation: float  # Spearman rank correlation with the re-initialised model's map (nan if not run)
     randomisation_in_boxes: float  # the same, over the pixels inside the boxes only
-    seconds: float  # deletion + insertion of this map
+    seconds: float  # the map, its deletion and insertion (not the randomisation check)
+    pointing_game: float = math.nan  # 1: the map's maximum in the boxes (within the tolerance); nan: constant map
+    energy_pointing_game: float = math.nan  # the map's share inside the boxes
+    pointing_chance: float = math.nan  # the boxes' share of the image, grown by the tolerance
 
 
 @dataclass
@@ -251,12 +259,13 @@ def numpy_seed(seed: int) -> Iterator[None]:
 
 
 def map_for(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
-            labels: torch.Tensor, method: str, layer: str, seed: int) -> np.ndarray:
-    """``explain``, or the Sobel map; RandomCAM with a fixed seed (the trained and randomised maps share it)."""
+            labels: torch.Tensor, method: str, layer: str, seed: int, bf16: bool = False) -> np.ndarray:
+    """``explain``, or the Sobel map; RandomCAM and D-RISE with a fixed seed (the trained and randomised maps
+    share it); D-RISE's detections in bf16 when ``bf16`` (the detector's precision)."""
     if method == SOBEL:
         return sobel_map(inputs, sample)
     with numpy_seed(seed):
-        return explain(model, inputs, sample, bboxes, labels, method, layer)
+        return explain(model, inputs, sample, bboxes, labels, method, layer, seed=seed, bf16=bf16)
 
 
 # --- one image, a folder ----------------------------------------------------------------
@@ -275,26 +284,31 @@ def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[s
     inside = box_mask(boxes, sample.metainfo["img_shape"])
     results = []
     for method, layer in rows:
-        heatmap = map_for(detector.model, inputs, sample, bboxes, labels, method, layer, seed)
         start = time.perf_counter()
+        bf16 = detector.precision == "bf16"
+        heatmap = map_for(detector.model, inputs, sample, bboxes, labels, method, layer, seed, bf16)
         deletion, insertion = deletion_insertion(detector, sample, inputs, blurred, heatmap, bboxes, labels, fractions,
                                                  ends, np.random.default_rng(seed))
         seconds = time.perf_counter() - start
         corr = corr_in_boxes = math.nan
         if random_model is not None:
-            random_map = map_for(random_model, inputs, sample, bboxes, labels, method, layer, seed)
+            random_map = map_for(random_model, inputs, sample, bboxes, labels, method, layer, seed, bf16)
             corr = rank_correlation(heatmap, random_map)
             corr_in_boxes = rank_correlation(heatmap[inside], random_map[inside])
         results.append(MapScore(image=Path(image).name, method=method, layer=layer,
                                 focus=inside_outside_ratio(heatmap, boxes), deletion=deletion, insertion=insertion,
                                 deletion_auc=auc(deletion, fractions), insertion_auc=auc(insertion, fractions),
-                                randomisation=corr, randomisation_in_boxes=corr_in_boxes, seconds=seconds))
+                                randomisation=corr, randomisation_in_boxes=corr_in_boxes, seconds=seconds,
+                                pointing_game=pointing_game(heatmap, boxes), energy_pointing_game=energy_pointing_game(
+                                    heatmap, boxes), pointing_chance=chance(boxes, heatmap.shape,
+                                                                            defaults.POINTING_TOLERANCE)))
     return results
 
 
 def table_rows(methods: Sequence[str], layers: Sequence[str], baselines: bool = True) -> list[tuple[str, str]]:
-    """(method, layer) pairs: methods x layers, then RandomCAM x layers and Sobel."""
-    rows = [(m, layer) for m in methods for layer in layers]
+    """(method, layer) pairs: methods x layers (a layerless method, D-RISE: one row, layer "image"), then
+    RandomCAM x layers and Sobel."""
+    rows = [(m, IMAGE if m in LAYERLESS_METHODS else layer) for m in methods for layer in layers]
     if baselines:
         rows += [(RANDOM, layer) for layer in layers] + [(SOBEL, IMAGE)]
     return list(dict.fromkeys(rows))  # each row once, in order
@@ -317,6 +331,9 @@ def summarise(model: BaseDetector, scores: Sequence[MapScore], rows: Sequence[tu
                       "insertion_auc": mean([s.insertion_auc for s in mine]),
                       "randomisation_corr": mean([s.randomisation for s in mine]),
                       "randomisation_corr_in_boxes": mean([s.randomisation_in_boxes for s in mine]),
+                      "pointing_game": mean([s.pointing_game for s in mine]),
+                      "energy_pointing_game": mean([s.energy_pointing_game for s in mine]),
+                      "pointing_chance": mean([s.pointing_chance for s in mine]),
                       "seconds_per_image": mean([s.seconds for s in mine]), "images": len(mine)})
     return table
 
@@ -328,12 +345,12 @@ def format_table(rows: Sequence[dict]) -> str:
         return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
     lines = ["| method | layer | stride | focus | deletion AUC ↓ | insertion AUC ↑ | randomisation ρ ↓ "
-             "| ρ in boxes ↓ | images |", "|---|---|---|---|---|---|---|---|---|"]
+             "| ρ in boxes ↓ | pointing game ↑ | energy PG ↑ | images |", "|---" * 11 + "|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['layer']} | {r['stride'] or '–'} | {num(r['focus'], 2)} | "
                      f"{num(r['deletion_auc'])} | {num(r['insertion_auc'])} | {num(r['randomisation_corr'], 2)} | "
-                     f"{num(r['randomisation_corr_in_boxes'], 2)} | "
-                     f"{r['images']} |")
+                     f"{num(r['randomisation_corr_in_boxes'], 2)} | {num(r.get('pointing_game', math.nan), 2)} | "
+                     f"{num(r.get('energy_pointing_game', math.nan), 2)} | {r['images']} |")
     return "\n".join(lines)
 
 
@@ -365,7 +382,9 @@ def write_table(result: CamEvalResult, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     per_map = [{"image": s.image, "method": s.method, "layer": s.layer, "focus": s.focus,
                 "deletion_auc": s.deletion_auc, "insertion_auc": s.insertion_auc,
-                "randomisation_corr": s.randomisation, "randomisation_corr_in_boxes": s.randomisation_in_boxes}
+                "randomisation_corr": s.randomisation, "randomisation_corr_in_boxes": s.randomisation_in_boxes,
+                "pointing_game": s.pointing_game, "energy_pointing_game": s.energy_pointing_game,
+                "pointing_chance": s.pointing_chance, "seconds": s.seconds}
                for s in result.scores]
     doc = {"rows": result.rows, "maps": per_map, "fractions": result.fractions.tolist(), "images": result.images,
            "skipped": result.skipped, "seconds_per_image": result.seconds_per_image}

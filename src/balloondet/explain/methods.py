@@ -4,6 +4,8 @@
 ``GRADIENT_METHODS`` explain the priors' class scores inside the boxes (``targets.PriorScoreTarget``);
 the others (gradient-free) how the matched final predictions' scores change
 (``targets.BoxScoreTarget``). ``randomcam`` (random channel weights) is a baseline for cam-eval.
+``drise`` (``explain.drise.DRISE``, D-RISE) is black-box: no layer (its layer reads ``image``), masked
+copies of the image through the detector.
 """
 from __future__ import annotations
 
@@ -18,17 +20,20 @@ if TYPE_CHECKING:
 
 CAM_METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "spatial-gradcam": "SpatialGradCAM",
                "spatial-gradcam++": "SpatialGradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-               "ablationcam": "AblationCAM", "randomcam": "RandomCAM"}
+               "ablationcam": "AblationCAM", "randomcam": "RandomCAM", "drise": "DRISE"}
 GRADIENT_METHODS = ("gradcam", "gradcam++", "spatial-gradcam", "spatial-gradcam++", "layercam", "randomcam")
+LAYERLESS_METHODS = ("drise",)  # black-box: explain the image, not a layer (their layer reads IMAGE_LAYER)
+IMAGE_LAYER = "image"
 
 
 def cam_methods() -> dict[str, type]:
     """``CAM_METHODS`` with their classes (importing grad-cam takes seconds: done here, when needed)."""
     import pytorch_grad_cam
 
+    from balloondet.explain.drise import DRISE
     from balloondet.explain.spatial_cam import SPATIAL_CAM_CLASSES
 
-    classes = {**vars(pytorch_grad_cam), **SPATIAL_CAM_CLASSES}
+    classes = {**vars(pytorch_grad_cam), **SPATIAL_CAM_CLASSES, "DRISE": DRISE}
     return {name: classes[cls] for name, cls in CAM_METHODS.items()}
 
 

@@ -19,15 +19,17 @@ class DetectorWrapper(torch.nn.Module):
 
     ``predict``: the final predictions (``InstanceData``: bboxes in input pixels, scores,
     labels), after NMS, with gradients. ``dense``: per pyramid level, the priors and the
-    class scores of every prior, before any filtering.
+    class scores of every prior, before any filtering. ``with_nms=False``: the predictions before NMS
+    (the test config's score floor and top-k per level only).
     """
 
     def __init__(self, detector: BaseDetector, data_sample: DetDataSample, mode: str = "predict",
-                 test_cfg: dict | None = None) -> None:
+                 test_cfg: dict | None = None, with_nms: bool = True) -> None:
         super().__init__()
         self.detector = detector
         self.data_sample = data_sample  # geometry of the input (img_shape, pad_shape, ...)
         self.mode = mode
+        self.with_nms = with_nms
         self.test_cfg = test_cfg or detector.bbox_head.test_cfg  # post-processing (NMS) settings
 
     def forward(self, inputs: torch.Tensor) -> list:
@@ -43,7 +45,7 @@ class DetectorWrapper(torch.nn.Module):
                      for p, c in zip(priors, cls_scores)] for i in range(len(inputs))]
         # mmdet's predict_by_feat detaches the head outputs; compat's per-image loop keeps the gradients
         return [predict_single_image(head, cls_scores, bbox_preds, i, priors, self.data_sample.metainfo,
-                                     self.test_cfg) for i in range(len(inputs))]
+                                     self.test_cfg, with_nms=self.with_nms) for i in range(len(inputs))]
 
 
 def predict_boxes(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample) -> InstanceData:
