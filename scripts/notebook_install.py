@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # module -> distribution, for what requirements-system.txt expects the interpreter to have
-FROM_INTERPRETER = {"numpy": "numpy", "cv2": "opencv-python-headless", "matplotlib": "matplotlib", "scipy": "scipy",
+FROM_INTERPRETER = {"numpy": "numpy", "cv2": "opencv-python", "matplotlib": "matplotlib", "scipy": "scipy",
                     "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm", "rich": "rich", "packaging": "packaging",
                     "six": "six", "sklearn": "scikit-learn"}
 # never touched: the kernel's own torch, and the CUDA libraries that come with it
