@@ -26,11 +26,11 @@ STEPS = {"data", "train", "evaluate", "predict", "featmap", "cam", "curves", "pl
 LAYERS = [
     {"__init__", "errors", "defaults"},
     {"io"},
-    {"checkpoint", "convert", "synthetic", "hooks", "transforms", "precision", "cocostats"},
+    {"checkpoint", "convert", "synthetic", "hooks", "transforms", "precision", "cocostats", "tta"},
     {"config"},  # asks checkpoint whether the COCO checkpoint is cached
     {"model"},
     STEPS,
-    {"cam_eval"},  # a step that measures the cam step's maps
+    {"cam_eval", "errors_analysis"},  # steps built on another: cam's maps measured, report's drawing reused
     {"figures"},
     {"cli"},
     {"__main__"},
