@@ -52,7 +52,7 @@ def _test(a: argparse.Namespace) -> None:
     from balloondet.detect.test import evaluate_checkpoint
 
     evaluate_checkpoint(a.config, a.checkpoint, work_dir=a.work_dir, device=a.device, cfg_options=a.cfg_options,
-                        data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap)
+                        data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap, tta=a.tta)
 
 
 def _curves(a: argparse.Namespace) -> None:
@@ -66,6 +66,24 @@ def _gt_vs_pred(a: argparse.Namespace) -> None:
     from balloondet.detect.report import gt_vs_pred
 
     gt_vs_pred(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr, out=a.out)
+    print(f"wrote {display_path(a.out)}")
+
+
+def _errors(a: argparse.Namespace) -> None:
+    from balloondet.detect.error_analysis import error_analysis, errors_table, image_scores
+
+    result = error_analysis(a.work_dir, a.data_root, split=a.split, out=a.out)
+    image_scores(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr)
+    print(errors_table(result))
+    print(result["fix_first"])
+    print(f"wrote {display_path(a.out)}, errors.json and per_image.json in {display_path(a.work_dir)}")
+
+
+def _worst(a: argparse.Namespace) -> None:
+    from balloondet.detect.error_analysis import per_image_table, worst_images
+
+    _, worst = worst_images(a.work_dir, a.data_root, split=a.split, k=a.k, score_thr=a.score_thr, out=a.out)
+    print(per_image_table(worst))
     print(f"wrote {display_path(a.out)}")
 
 
@@ -288,12 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="only the 12-line COCO summary of mmengine's output")
     s.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP_SAMPLES, metavar="N",
                    help="resamples of the val images for mAP's 95 %% interval, 0: none (default: %(default)s)")
+    s.add_argument("--tta", action="store_true", help="test-time augmentation: RTMDet's 3 scales x flip, boxes merged "
+                                                      "by NMS (6 forward passes per image)")
     s.set_defaults(func=_test)
 
     s = sub.add_parser("gt-vs-pred", parents=[shared["detections"]],
                        help="every val image: true positives, false positives and missed boxes (after `test`)")
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.GT_VS_PRED_FIGURE}")
     s.set_defaults(func=_gt_vs_pred)
+
+    s = sub.add_parser("errors", parents=[shared["detections"]],
+                       help="TIDE's error types of all val detections and the AP each fix gains; TP/FP/missed "
+                            "per image at --score-thr (after `test`)")
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.ERRORS_FIGURE}")
+    s.set_defaults(func=_errors)
+
+    s = sub.add_parser("worst", parents=[shared["detections"]],
+                       help="the val images with the most false positives and missed boxes (after `test`)")
+    s.add_argument("--k", type=int, default=defaults.WORST_K, help="images drawn (default: %(default)s)")
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.WORST_FIGURE}")
+    s.set_defaults(func=_worst)
 
     s = sub.add_parser("pr-curves", parents=[shared["detections"]],
                        help="precision-recall at IoU 0.5 and 0.75, and a score-threshold sweep (after `test`)")

@@ -61,6 +61,11 @@ PREDICT_DIR = f"{WORK_DIRS}/predict"
 IOU_MATCH = 0.5  # a detection overlapping a box at least this much found it (ground truth vs prediction)
 BOOTSTRAP_SAMPLES = 300  # resamples of the val images behind test's 95 % interval of mAP
 BOOTSTRAP_SEED = 0
+# `errors` (TIDE, Bolya et al. 2020): a detection is a true positive at IoU >= ERRORS_FG_IOU with a free box, a
+# localisation error at ERRORS_BG_IOU <= IoU < ERRORS_FG_IOU, background below ERRORS_BG_IOU (TIDE's values)
+ERRORS_FG_IOU = 0.5
+ERRORS_BG_IOU = 0.1
+WORST_K = 6  # images `worst` draws: those with the most false positives + missed boxes
 
 # --- figures --------------------------------------------------------------------------
 FIGURES_DIR = "figures"
@@ -75,6 +80,8 @@ CAM_EVAL_FIGURE = "cam_eval.png"
 GT_VS_PRED_FIGURE = "gt_vs_pred.jpg"  # photographs: a JPEG is a seventh of the PNG
 PR_FIGURE = "pr_curves.png"
 BOX_SIZES_FIGURE = "box_sizes.png"
+ERRORS_FIGURE = "errors.png"
+WORST_FIGURE = "worst.jpg"  # photographs, as GT_VS_PRED_FIGURE
 
 
 def app_local_archive() -> str | None:

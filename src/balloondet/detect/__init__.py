@@ -6,4 +6,5 @@
 - ``predict``: the `predict` step: detections drawn and written as JSON.
 - ``report``: the figures of the test result (ground truth against predictions, precision-recall, box sizes).
 - ``curves``: the training curves, from a run's logs.
+- ``error_analysis``: the `errors` and `worst` steps: TIDE's error types and their cost in AP, every image scored.
 """

@@ -14,7 +14,7 @@ from balloondet.core import defaults
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import load_json
 from balloondet.core.images import read_image, save_figure
-from balloondet.detect.cocostats import coco_eval, load_pair, match_detections, pr_curve, threshold_sweep
+from balloondet.detect.cocostats import ImageMatch, coco_eval, load_pair, match_detections, pr_curve, threshold_sweep
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,6 +48,19 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
                out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.GT_VS_PRED_FIGURE}") -> Figure:
     """Every image of ``split`` with its outcomes at ``score_thr``: true positives (solid), false
     positives (dashed), missed boxes (dotted); per-image counts in the titles."""
+    ann_file = Path(data_root) / f"{split}.json"
+    gt, dets = load_pair(ann_file, detections_file(work_dir))
+    matches = match_detections(gt, dets, score_thr=score_thr, iou_thr=iou_thr)
+    tp, fp, missed = (sum(m.counts[i] for m in matches) for i in range(3))
+    title = (f"{split}: ground truth against predictions at score ≥ {score_thr} (IoU ≥ {iou_thr}): "
+             f"{tp} found, {fp} false, {missed} missed of {tp + missed} balloons")
+    return save_figure(draw_matches(matches, split_images(ann_file), title, cols=cols), out, dpi=70)
+
+
+def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, cols: int = 4) -> Figure:
+    """One panel per matched image (photo from ``image_dir``): true positives solid, false positives
+    dashed, missed boxes dotted, the counts in each panel's title, a legend below and ``title`` above.
+    (``gt-vs-pred`` draws every image with it, ``worst`` the ones with the most errors.)"""
     import matplotlib.pyplot as plt
     from matplotlib import patheffects
     from matplotlib.lines import Line2D
@@ -58,15 +71,12 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
         return [patheffects.Stroke(linewidth=width + 1.5, foreground="#222222"),
                 patheffects.Normal()] if kind == "missed" else None
 
-    ann_file = Path(data_root) / f"{split}.json"
-    gt, dets = load_pair(ann_file, detections_file(work_dir))
-    matches = match_detections(gt, dets, score_thr=score_thr, iou_thr=iou_thr)
-    rows = (len(matches) + cols - 1) // cols
+    rows = max(1, (len(matches) + cols - 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, m in zip(axes.flat, matches):
-        ax.imshow(read_image(split_images(ann_file) / m.image["file_name"]))
+        ax.imshow(read_image(Path(image_dir) / m.image["file_name"]))
         for kind, boxes in (("missed", m.missed), ("false positive", m.fp), ("true positive", m.tp)):
             color, style, width = STYLES[kind]
             for box in boxes:
@@ -78,14 +88,12 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
                             bbox=dict(facecolor=color, edgecolor="none", pad=0.5))
         tp, fp, missed = m.counts
         ax.set_title(f"{Path(m.image['file_name']).stem[:24]}\nTP {tp} · FP {fp} · missed {missed}", fontsize=9)
-    tp, fp, missed = (sum(m.counts[i] for m in matches) for i in range(3))
     handles = [Line2D([], [], color=c, linestyle=s, lw=w, label=k, path_effects=outlined(k))
                for k, (c, s, w) in STYLES.items()]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
-    fig.suptitle(f"{split}: ground truth against predictions at score ≥ {score_thr} (IoU ≥ {iou_thr}): "
-                 f"{tp} found, {fp} false, {missed} missed of {tp + missed} balloons", fontsize=12)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return save_figure(fig, out, dpi=70)
+    return fig
 
 
 # --- precision and recall -------------------------------------------------------------

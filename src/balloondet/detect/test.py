@@ -11,6 +11,7 @@ from balloondet.engine.checkpoint import allow_mmengine_checkpoints
 from balloondet.engine.compat import runner_device, unformatted_config_text
 from balloondet.engine.config import build_config, pick_device
 from balloondet.engine.precision import resolve_precision
+from balloondet.engine.tta import use_tta
 
 COCO_KEYS = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
 
@@ -19,14 +20,15 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
                         device: str = defaults.DEVICE, cfg_options: dict | None = None,
                         data_root: str | Path | None = None,
                         precision: str = defaults.PRECISION, quiet: bool = False,
-                        bootstrap: int = defaults.BOOTSTRAP_SAMPLES) -> dict[str, float]:
+                        bootstrap: int = defaults.BOOTSTRAP_SAMPLES, tta: bool = False) -> dict[str, float]:
     """Evaluate ``checkpoint``; prints the 12-line COCO summary and returns the metrics.
 
     Also writes ``WORK_DIR/test_metrics.json`` and the raw detections
     ``WORK_DIR/test_detections.bbox.json`` (COCO results format). (The CLI verb is `test`.)
     ``bootstrap`` resamples of the val images give a 95 % interval of bbox mAP (0: none), returned as
     ``coco/bbox_mAP_ci95_lo`` and ``_hi`` and saved as ``bbox_mAP_ci95``. ``quiet``: the summary and
-    nothing else of mmengine's output (its log file keeps all of it).
+    nothing else of mmengine's output (its log file keeps all of it). ``tta``: mmdet's test-time augmentation
+    with RTMDet's settings (``tta.use_tta``), recorded as ``"tta"`` in test_metrics.json.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -38,6 +40,8 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
     cfg = build_config(config, work_dir=work_dir or checkpoint.parent, cfg_options=cfg_options, data_root=data_root,
                        precision=precision)
     cfg.load_from = str(checkpoint)
+    if tta:
+        use_tta(cfg)
     cfg.test_evaluator.outfile_prefix = str(Path(cfg.work_dir) / "test_detections")
     cfg.test_evaluator.format_only = False
     Path(cfg.test_evaluator.outfile_prefix + ".bbox.json").unlink(missing_ok=True)  # none of an earlier test
@@ -59,7 +63,7 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
     if not metrics:  # CocoMetric returns nothing when no box passed the score threshold
         print("no detections at all on the val split: every COCO metric is 0")
         metrics = {f"coco/{k}": 0.0 for k in COCO_KEYS}
-    record = {"config": str(config), "checkpoint": display_path(checkpoint), "metrics": dict(metrics)}
+    record = {"config": str(config), "checkpoint": display_path(checkpoint), "tta": tta, "metrics": dict(metrics)}
     if bootstrap:
         ci = map_interval(cfg.test_evaluator.ann_file, cfg.test_evaluator.outfile_prefix + ".bbox.json", bootstrap)
         metrics["coco/bbox_mAP_ci95_lo"], metrics["coco/bbox_mAP_ci95_hi"] = ci["ci"]
