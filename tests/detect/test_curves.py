@@ -28,5 +28,9 @@ def test_training_curves_from_logs(trained_smoke, tmp_path):
     fig = plot_curves(trained_smoke["work_dir"], out=tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["training loss", "learning rate", "val bbox mAP (COCO)"]
+    # the run trained with ValLossHook: its val losses are drawn beside the training losses
+    assert titles == ["loss: training (lines), val (dashed)", "learning rate", "val bbox mAP (COCO)"]
+    assert all({"val/loss", "val/loss_cls", "val/loss_bbox"} <= set(r) for r in val)
+    labels = {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
+    assert {"loss", "val/loss", "val/loss_cls", "val/loss_bbox"} <= labels
     assert fig.axes[0].get_lines()[0].get_xdata()[-1] == pytest.approx(trained_smoke["epochs"])
