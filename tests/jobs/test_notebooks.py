@@ -1,4 +1,5 @@
 """Both notebooks execute top to bottom (papermill) on synthetic data."""
+import base64
 import json
 
 import pytest
@@ -23,6 +24,16 @@ def outputs(nb_path):
     return "\n".join(texts), images
 
 
+def shows_saved_files(nb_path, folder):
+    """Every image the notebook shows is, byte for byte, a file it saved into ``folder`` (io.save_figure)."""
+    saved = {path.read_bytes() for path in folder.iterdir() if path.suffix in (".png", ".jpg")}
+    for cell in json.loads(nb_path.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            for mime, data in out.get("data", {}).items():
+                if mime.startswith("image/"):
+                    assert base64.b64decode("".join(data)) in saved, ("".join(cell["source"]), mime)
+
+
 def test_run_notebook_on_synthetic_data(tmp_path):
     params = {"synthetic": True, "data_root": str(tmp_path / "data"), "config": "rtmdet_tiny_smoke_synthetic",
               "epochs": 2, "device": "cpu", "work_dir": str(tmp_path / "run"), "figures_dir": str(tmp_path / "figs")}
@@ -35,6 +46,7 @@ def test_run_notebook_on_synthetic_data(tmp_path):
     assert images >= 5  # dataset, box sizes, ground truth vs predictions, precision-recall, training curves
     for name in ("dataset.png", "box_sizes.png", "gt_vs_pred.jpg", "pr_curves.png", "training_curves.png"):
         assert (tmp_path / "figs" / name).is_file(), name
+    shows_saved_files(out, tmp_path / "figs")
     assert (tmp_path / "run" / "test_metrics.json").is_file()
     train_cell = next(c for c in json.loads(out.read_text())["cells"] if "quiet=True, retrain" in "".join(c["source"]))
     # the bar is a display output updated in place (hooks.NotebookLine); print()s are streams
@@ -55,6 +67,7 @@ def test_analyse_notebook_with_trained_checkpoint(trained_smoke, synthetic_root,
     for name in ("balloon.jpg", "backbone_visualization.png", "neck_visualization.png", "grad_visualization.png",
                  "cam_eval.png"):
         assert (tmp_path / name).stat().st_size > 5_000, name
+    shows_saved_files(out, tmp_path)
     assert "box(es) explained; focus stride 32" in text  # the three-scale Grad-CAM's summary
     assert "| gradcam | neck.out_convs.0 | 8 |" in text and "| sobel | image |" in text  # the cam-eval table
     nb = json.loads(out.read_text())

@@ -72,7 +72,9 @@ def save_figure(fig: Figure, out: str | Path | None, dpi: int = 80) -> Figure:
     PNGs are written with a 256-colour palette: photographs with heat maps on them were 0.6 MB
     each as full-colour PNGs, about a third of that with a palette (what a README page loads).
     Outside Jupyter's inline backend the figure is also released from pyplot, so scripts and
-    tests do not pile up open figures; in a notebook pyplot shows it at the end of the cell.
+    tests do not pile up open figures; in a notebook pyplot shows it at the end of the cell (unless
+    closed before), and a saved figure shows as the saved file's bytes, not as matplotlib's
+    full-colour PNG (a notebook then weighs what the figures folder weighs).
     """
     import matplotlib
     import matplotlib.pyplot as plt
@@ -86,8 +88,22 @@ def save_figure(fig: Figure, out: str | Path | None, dpi: int = 80) -> Figure:
                 fig.savefig(tmp, dpi=dpi, **({"pil_kwargs": {"quality": 85}} if out.suffix.lower() in JPEG else {}))
     if "inline" not in matplotlib.get_backend():
         plt.close(fig)
+    elif out is not None and out.suffix.lower() in EMBEDDED:
+        show_saved(fig, out)
     return fig
 
+
+EMBEDDED = JPEG | {".png"}  # the formats a notebook shows as they were saved
+
+
+def show_saved(fig: Figure, path: Path) -> None:
+    """Make IPython display ``fig`` as the bytes saved at ``path`` (read now), wherever it would display
+    the figure: the inline backend's end-of-cell show and a cell's last expression both call
+    ``_ipython_display_`` before any PNG formatter."""
+    from IPython.display import Image, display
+
+    image = Image(data=path.read_bytes(), format="jpeg" if path.suffix.lower() in JPEG else "png")
+    fig._ipython_display_ = lambda: display(image)  # an instance attribute: this figure only
 
 
 def _save_png_256(fig: Figure, path: Path, dpi: int) -> None:
