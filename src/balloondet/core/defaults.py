@@ -76,6 +76,7 @@ PREVIEW_MAX_SIDE = 1280  # px: the prediction figure's longer side (the photo is
 FEATMAP_FIGURE = "{module}_visualization.png"
 CAM_FIGURE = "grad_visualization.png"  # the three neck scales, the default layer first
 CAM_MISSED_FIGURE = "cam_missed.png"
+DRISE_FIGURE = "gradcam_vs_drise.png"  # the default method at stride 8 beside D-RISE, same boxes
 CAM_EVAL_FIGURE = "cam_eval.png"
 GT_VS_PRED_FIGURE = "gt_vs_pred.jpg"  # photographs: a JPEG is a seventh of the PNG
 PR_FIGURE = "pr_curves.png"
