@@ -172,6 +172,13 @@ def separable_max_pools(model: torch.nn.Module) -> torch.nn.Module:
     The same maximum over the same window, so the same outputs bit for bit (the padding is
     -inf either way), in 2k comparisons per pixel instead of k^2: at 640 px on 2 CPU cores the
     SPP block's pools took a third of a bf16 forward pass (56 vs 66 ms per image). No weights change.
+
+    Both pools run on a channels-last copy of the input: ATen's CPU max pool on a contiguous
+    (NCHW) tensor is a scalar loop per output pixel, its channels-last kernel is vectorised over
+    the channels. On the 192 x 20 x 20 SPP input of a 640 px image, one thread, torch 2.1.2 and
+    2.14.1, fp32 and bf16 alike: the three split pools take 23-56 ms in NCHW, 1-2 ms in channels
+    last, layout changes included. The output is made contiguous again, so every later layer sees
+    what it saw before; outputs and gradients are the same bit for bit.
     """
     import torch
 
@@ -179,9 +186,24 @@ def separable_max_pools(model: torch.nn.Module) -> torch.nn.Module:
         for name, child in module.named_children():
             if type(child) is torch.nn.MaxPool2d and _splits_exactly(child):
                 k, p = _pair(child.kernel_size)[0], _pair(child.padding)[0]
-                setattr(module, name, torch.nn.Sequential(torch.nn.MaxPool2d((1, k), 1, (0, p)),
-                                                          torch.nn.MaxPool2d((k, 1), 1, (p, 0))))
+                pools = torch.nn.Sequential(torch.nn.MaxPool2d((1, k), 1, (0, p)), torch.nn.MaxPool2d((k, 1), 1, (p, 0)))
+                pools.register_forward_pre_hook(_channels_last_input)
+                pools.register_forward_hook(_contiguous_output)
+                setattr(module, name, pools)
     return model
+
+
+def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: a 4-d input in channels-last memory format (the same values)."""
+    import torch
+
+    x, *rest = args
+    return (x.contiguous(memory_format=torch.channels_last), *rest) if x.dim() == 4 else args
+
+
+def _contiguous_output(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: the output back in the default (contiguous) memory format."""
+    return output.contiguous()
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
