@@ -186,7 +186,8 @@ def separable_max_pools(model: torch.nn.Module) -> torch.nn.Module:
         for name, child in module.named_children():
             if type(child) is torch.nn.MaxPool2d and _splits_exactly(child):
                 k, p = _pair(child.kernel_size)[0], _pair(child.padding)[0]
-                pools = torch.nn.Sequential(torch.nn.MaxPool2d((1, k), 1, (0, p)), torch.nn.MaxPool2d((k, 1), 1, (p, 0)))
+                pools = torch.nn.Sequential(torch.nn.MaxPool2d((1, k), 1, (0, p)),
+                                            torch.nn.MaxPool2d((k, 1), 1, (p, 0)))
                 pools.register_forward_pre_hook(_channels_last_input)
                 pools.register_forward_hook(_contiguous_output)
                 setattr(module, name, pools)
