@@ -20,8 +20,9 @@ def test_predict_json_matches_what_test_scores(trained_smoke, synthetic_root, sm
                      for d in scored if d["image_id"] == img["id"]), reverse=True)
     assert len(ours) == len(theirs) > 0
     for score, *box in ours:  # pair each detection with its twin (near-equal scores may swap order)
-        twin = min(theirs, key=lambda t: abs(t[0] - score) + sum(abs(a - b) for a, b in zip(t[1:], box)))
-        assert abs(twin[0] - score) < 1e-4 and max(abs(a - b) for a, b in zip(twin[1:], box)) < 0.02, (score, box, twin)
+        twin = min(theirs, key=lambda t: abs(t[0] - score) + sum(abs(a - b) for a, b in zip(t[1:], box, strict=True)))
+        gap = max(abs(a - b) for a, b in zip(twin[1:], box, strict=True))
+        assert abs(twin[0] - score) < 1e-4 and gap < 0.02, (score, box, twin)
         theirs.remove(twin)
     assert (entries[0]["width"], entries[0]["height"]) == (img["width"], img["height"])  # original pixels
     assert (tmp_path / "pred" / img["file_name"]).stat().st_size > 5_000

@@ -113,11 +113,11 @@ def test_separable_max_pools_give_the_same_outputs(initialised_model):
     for bf16 in (False, True):
         with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             a, b = stock.extract_feat(x), split.extract_feat(x)
-        assert all(torch.equal(u, v) for u, v in zip(a, b))
+        assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
     pools = [m for m in split.modules() if isinstance(m, torch.nn.Sequential) and m._forward_pre_hooks]
     assert len(pools) == 3  # each split pool runs on a channels-last copy of its input
     y = torch.randn(2, 8, 20, 20, requires_grad=True)
-    for pool, k in zip(pools, (5, 9, 13)):
+    for pool, k in zip(pools, (5, 9, 13), strict=True):
         for dtype in (torch.float32, torch.bfloat16):
             out = pool(y.to(dtype))
             assert out.is_contiguous() and torch.equal(out, torch.nn.functional.max_pool2d(y.to(dtype), k, 1, k // 2))

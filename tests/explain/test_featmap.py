@@ -19,7 +19,7 @@ def test_featmap_panels_strides_and_shapes(smoke_detector, val_images, tmp_path)
         assert [m.shape[1:] for m in maps] == [(side // s, side // s) for s in (8, 16, 32)]
         panels = [ax for ax in fig.axes if ax.images]
         assert len(panels) == 3
-        for ax, m in zip(panels, maps):
+        for ax, m in zip(panels, maps, strict=True):
             c, h, w = m.shape
             assert ax.get_title() == f"{m.layer}\nstride {m.stride}, {c}×{h}×{w}"
         assert (tmp_path / f"{module}_visualization.png").stat().st_size > 20_000

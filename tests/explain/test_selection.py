@@ -25,5 +25,6 @@ def test_missed_and_false_positive_targets_match_one_to_one_like_the_figure():
         return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
 
     gt = {"images": [{"id": 1}], "annotations": [{"image_id": 1, "bbox": xywh(b)} for b in gt_boxes.tolist()]}
-    dets = [{"image_id": 1, "bbox": xywh(b), "score": s} for b, s in zip(pred.bboxes.tolist(), pred.scores.tolist())]
+    dets = [{"image_id": 1, "bbox": xywh(b), "score": s}
+            for b, s in zip(pred.bboxes.tolist(), pred.scores.tolist(), strict=True)]
     assert match_detections(gt, dets, score_thr=0.3)[0].counts == (2, 1, 1)  # the figure's count: the same boxes

@@ -38,13 +38,13 @@ def plot_dataset(root: str | Path = defaults.DATA_ROOT, split: str = "train", n:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img in zip(axes.flat, picks):
+    for ax, img in zip(axes.flat, picks, strict=False):
         with Image.open(root / split / img["file_name"]) as im:
             ax.imshow(ImageOps.exif_transpose(im).convert("RGB"))
         anns = by_image[img["id"]]
         for ann in anns:
             for seg in ann["segmentation"]:
-                xy = list(zip(seg[0::2], seg[1::2]))
+                xy = list(zip(seg[0::2], seg[1::2], strict=True))
                 ax.add_patch(Polygon(xy, closed=True, facecolor=(1, 0.2, 0.4, 0.35), edgecolor=(1, 0.2, 0.4), lw=1.5))
             x, y, w, h = ann["bbox"]
             ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="yellow", lw=1.5))

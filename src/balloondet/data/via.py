@@ -32,7 +32,7 @@ def shape_to_polygon(shape: dict, where: str) -> list[Point] | None:
             xs, ys = shape["all_points_x"], shape["all_points_y"]
             if len(xs) != len(ys):
                 raise DataError(f"{where}: polygon has {len(xs)} x but {len(ys)} y coordinates")
-            points = [(float(x), float(y)) for x, y in zip(xs, ys)]
+            points = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)]
             if len(points) > 1 and points[0] == points[-1]:
                 points = points[:-1]  # VIA often repeats the first vertex to close the ring
             return points

@@ -90,7 +90,8 @@ def match_image(gts: list[dict], dets: list[dict],
         if best is not None:
             taken[best] = True
         hits.append(best is not None)
-    return hits, [g for g, t in zip(gts, taken) if t], [g for g, t in zip(gts, taken) if not t]
+    pairs = list(zip(gts, taken, strict=True))
+    return hits, [g for g, t in pairs if t], [g for g, t in pairs if not t]
 
 
 def match_detections(gt: dict, dets: list[dict], score_thr: float = defaults.SCORE_THR,
@@ -102,8 +103,8 @@ def match_detections(gt: dict, dets: list[dict], score_thr: float = defaults.SCO
     for img in gt["images"]:
         kept = sorted((d for d in by_image[img["id"]] if d["score"] >= score_thr), key=lambda d: -d["score"])
         hits, matched, missed = match_image(anns[img["id"]], kept, iou_thr)
-        out.append(ImageMatch(image=img, tp=[d for d, h in zip(kept, hits) if h],
-                              fp=[d for d, h in zip(kept, hits) if not h], missed=missed, matched=matched))
+        out.append(ImageMatch(image=img, tp=[d for d, h in zip(kept, hits, strict=True) if h],
+                              fp=[d for d, h in zip(kept, hits, strict=True) if not h], missed=missed, matched=matched))
     return out
 
 

@@ -52,7 +52,7 @@ def plot_curves(work_dir: str | Path, out: str | Path | None = f"{defaults.FIGUR
         line, = ax_loss.plot(x, [r.get(key) for r in train], label=key, lw=1.2 if key == "loss" else 0.9)
         points = [(r["step"], r[f"val/{key}"]) for r in val if f"val/{key}" in r]
         if points:  # the same loss on the val split (ValLossHook), in the train curve's colour
-            ax_loss.plot(*zip(*points), "o--", color=line.get_color(), ms=3, lw=1, label=f"val/{key}")
+            ax_loss.plot(*zip(*points, strict=True), "o--", color=line.get_color(), ms=3, lw=1, label=f"val/{key}")
     has_val_loss = any("val/loss" in r for r in val)
     ax_loss.set(title="loss: training (lines), val (dashed)" if has_val_loss else "training loss",
                 xlabel="epoch", ylabel="loss")

@@ -163,7 +163,7 @@ def classify(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_IOU,
         gts = [g for g in anns[image_id] if not g.get("iscrowd", 0)]
         hits, matched, _ = match_image(gts, [dets[i] for i in order], fg_iou)
         used, moved = {id(g) for g in matched}, set()  # boxes matched; boxes a localisation fix moves a box onto
-        for i, hit in zip(order, hits):
+        for i, hit in zip(order, hits, strict=True):
             kind, box = ("true_positive", None) if hit else explain_false_positive(dets[i], gts, fg_iou, bg_iou)
             if kind == "localisation":
                 # TIDE's BestGTMatch: the best-scoring error of a free box is fixed, every other one suppressed

@@ -19,7 +19,8 @@ def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequenc
     pred = data_sample.pred_instances
     keep = pred.scores >= score_thr
     out = []
-    for box, score, label in zip(pred.bboxes[keep].tolist(), pred.scores[keep].tolist(), pred.labels[keep].tolist()):
+    kept = (pred.bboxes[keep].tolist(), pred.scores[keep].tolist(), pred.labels[keep].tolist())
+    for box, score, label in zip(*kept, strict=True):
         out.append({"bbox_xyxy": [round(v, 2) for v in box], "score": round(score, 5),
                     "label": int(label), "class": classes[label]})
     return sorted(out, key=lambda d: -d["score"])

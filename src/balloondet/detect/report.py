@@ -75,7 +75,7 @@ def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, c
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.3 * rows + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, m in zip(axes.flat, matches):
+    for ax, m in zip(axes.flat, matches, strict=False):
         ax.imshow(read_image(Path(image_dir) / m.image["file_name"]))
         for kind, boxes in (("missed", m.missed), ("false positive", m.fp), ("true positive", m.tp)):
             color, style, width = STYLES[kind]
@@ -188,7 +188,7 @@ def box_sizes(config: str | Path, data_root: str | Path = defaults.DATA_ROOT,
     ]
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     band_colors = {"small": "#fee0d2", "medium": "#deebf7", "large": "#e5f5e0"}
-    for ax, (title, sizes) in zip(axes, panels):
+    for ax, (title, sizes) in zip(axes, panels, strict=True):
         every = np.concatenate([v for v in sizes.values() if v.size])
         if not every.size:
             raise DataError(f"{data_root}: no annotations to measure")

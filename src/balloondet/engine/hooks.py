@@ -86,7 +86,7 @@ class ValLossHook(Hook):
         totals = torch.tensor([self.sums[k] for k in keys] + [float(self.count)], dtype=torch.float64)
         if get_world_size() > 1:  # each process saw its share of the val images
             all_reduce(totals, op="sum")
-        scalars = {f"val/{k}": float(v / totals[-1]) for k, v in zip(keys, totals[:-1].tolist())}
+        scalars = {f"val/{k}": float(v / totals[-1]) for k, v in zip(keys, totals[:-1].tolist(), strict=True)}
         runner.visualizer.add_scalars(scalars, step=runner.epoch)  # one record in vis_data/scalars.json
         runner.logger.info("val losses: " + "  ".join(f"{k}: {v:.4f}" for k, v in scalars.items()))
 

@@ -139,7 +139,8 @@ def cam_scales(detector: Detector, image: str | Path, method: str = defaults.CAM
               for layer in layers]
     results[0].figure = plot_cams(results, detector.classes, out=out, titles=titles)
     if out is not None:
-        focus = ", ".join(f"stride {NECK_STRIDES[layer]} {format_focus(r.focus)}" for layer, r in zip(layers, results))
+        focus = ", ".join(f"stride {NECK_STRIDES[layer]} {format_focus(r.focus)}"
+                          for layer, r in zip(layers, results, strict=True))
         print(f"wrote {display_path(out)} ({len(results[0].boxes)} box(es) explained; focus {focus})")
     return results
 

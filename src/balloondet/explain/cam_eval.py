@@ -367,7 +367,7 @@ def plot_cam_eval(result: CamEvalResult, out: str | Path | None = None, layers: 
         style = ":" if row["method"] in (RANDOM, SOBEL) else "-"
         for ax, curve, key in ((axes[0], deletion, "deletion_auc"), (axes[1], insertion, "insertion_auc")):
             ax.plot(result.fractions, curve, style, label=f"{label} ({row[key]:.3f})")
-    for ax, title in zip(axes, ("deletion (lower is better)", "insertion (higher is better)")):
+    for ax, title in zip(axes, ("deletion (lower is better)", "insertion (higher is better)"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("fraction of pixels removed" if ax is axes[0] else "fraction of pixels revealed")
         ax.legend(fontsize=7)

@@ -41,7 +41,7 @@ def rise_masks(n: int, size: tuple[int, int], grid: int = defaults.DRISE_GRID, p
                                          align_corners=False).clamp_(0, 1)  # bilinear may overshoot 1 by an ulp
     dy = torch.randint(0, cell_h, (n,), generator=generator).tolist()
     dx = torch.randint(0, cell_w, (n,), generator=generator).tolist()
-    return torch.stack([up[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
+    return torch.stack([up[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx, strict=True))])
 
 
 class DRiseTarget:

@@ -102,7 +102,7 @@ def plot_module(maps: list[FeatureMap], image: np.ndarray, img_shape: tuple[int,
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 4.6), squeeze=False, layout="constrained")
-    for ax, fmap in zip(axes[0], maps):
+    for ax, fmap in zip(axes[0], maps, strict=True):
         ax.imshow(draw(fmap, image, img_shape, reduction, topk))
         c, h, w = fmap.shape
         ax.set_title(f"{fmap.layer}\nstride {fmap.stride}, {c}×{h}×{w}", fontsize=10)

@@ -25,7 +25,7 @@ def draw_boxes(ax: Axes, result: CamResult, classes: Sequence[str]) -> None:
     from matplotlib.patches import Rectangle
 
     color = TARGET_COLORS[result.target]
-    for (x1, y1, x2, y2), score, label in zip(result.boxes, result.scores, result.labels):
+    for (x1, y1, x2, y2), score, label in zip(result.boxes, result.scores, result.labels, strict=True):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, lw=2))
         ax.text(x1, y1 - 3, f"{classes[label]} {score:.2f}", color="black", fontsize=8,
                 bbox=dict(facecolor=color, alpha=0.8, pad=1, lw=0))
@@ -44,7 +44,7 @@ def plot_cam(result: CamResult, classes: Sequence[str] = ("balloon",), out: str 
 
     img = result.image
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2 * img.shape[0] / img.shape[1] + 0.8))
-    for ax, shown in zip(axes, (img, overlay(result))):
+    for ax, shown in zip(axes, (img, overlay(result)), strict=True):
         ax.imshow(shown)
         draw_boxes(ax, result, classes)
         ax.axis("off")
@@ -62,7 +62,7 @@ def plot_cams(results: Sequence[CamResult], classes: Sequence[str] = ("balloon",
     img = results[0].image
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 5 * img.shape[0] / img.shape[1] + 0.8),
                              squeeze=False)
-    for i, (ax, result) in enumerate(zip(axes[0], results)):
+    for i, (ax, result) in enumerate(zip(axes[0], results, strict=True)):
         ax.imshow(overlay(result))
         draw_boxes(ax, result, classes)
         title = titles[i] if titles else f"{result.method} on {result.layer}"

@@ -114,7 +114,7 @@ def match_one_to_one(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, pred: Inst
         dets = [{"bbox": xywh(pred.bboxes[i]), "score": float(pred.scores[i]), "index": i}
                 for i in (pred.labels == label).nonzero().flatten().tolist()]
         hits, matched, _ = match_image(gts, dets, iou_threshold)
-        for det, matched_det in zip(sorted(dets, key=lambda d: -d["score"]), hits):  # match_image's order
+        for det, matched_det in zip(sorted(dets, key=lambda d: -d["score"]), hits, strict=True):  # match_image's order
             hit[det["index"]] = matched_det
         for box in matched:
             taken[box["index"]] = True

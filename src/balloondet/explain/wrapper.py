@@ -42,7 +42,7 @@ class DetectorWrapper(torch.nn.Module):
                                                   device=cls_scores[0].device)
         if self.mode == "dense":  # every prior's class scores, per level: (priors (P, 2+), scores (P, classes))
             return [[(p, c[i].permute(1, 2, 0).reshape(-1, c.shape[1]).sigmoid())
-                     for p, c in zip(priors, cls_scores)] for i in range(len(inputs))]
+                     for p, c in zip(priors, cls_scores, strict=True)] for i in range(len(inputs))]
         # mmdet's predict_by_feat detaches the head outputs; compat's per-image loop keeps the gradients
         return [predict_single_image(head, cls_scores, bbox_preds, i, priors, self.data_sample.metainfo,
                                      self.test_cfg, with_nms=self.with_nms) for i in range(len(inputs))]
