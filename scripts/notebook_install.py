@@ -1,6 +1,7 @@
 """Install balloondet into the running notebook kernel's environment, keeping its torch (Colab, Kaggle).
 
-    python scripts/notebook_install.py      # run by run.ipynb's first cell, with the kernel's interpreter
+    python scripts/notebook_install.py            # run by run.ipynb's first cell, with the kernel's interpreter
+    python scripts/notebook_install.py --missing  # only list what the interpreter lacks (setup_env.sh, STACK=system)
 
 The system stack (requirements-system.txt: mmcv-lite, mmengine, mmdet, grad-cam, pycocotools and
 what they need) is installed with --no-deps on top of the interpreter's torch and torchvision;
@@ -20,7 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# module -> distribution, for what requirements-system.txt expects the interpreter to have
+# module -> distribution, for what requirements-system.txt expects the interpreter to have (beside torch,
+# torchvision); the one list, used here and by setup_env.sh's system stack (--missing)
 FROM_INTERPRETER = {"numpy": "numpy", "cv2": "opencv-python", "matplotlib": "matplotlib", "scipy": "scipy",
                     "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm", "rich": "rich", "packaging": "packaging",
                     "six": "six", "sklearn": "scikit-learn"}
@@ -47,7 +49,21 @@ def constraints(lock: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def missing_from_interpreter() -> list[str]:
+    """The distributions of FROM_INTERPRETER whose module this interpreter cannot import."""
+    return [dist for module, dist in FROM_INTERPRETER.items() if importlib.util.find_spec(module) is None]
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--missing"]:
+        torch_missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
+        missing = torch_missing + missing_from_interpreter()
+        if missing:
+            print("missing from the interpreter: " + " ".join(missing), file=sys.stderr)
+        return 1 if missing else 0
+    if argv:
+        print(__doc__, file=sys.stderr)
+        return 2
     start = time.monotonic()
     for module in ("torch", "torchvision"):
         if importlib.util.find_spec(module) is None:
@@ -58,7 +74,7 @@ def main() -> int:
     say(f"keeping this kernel's torch {torch.__version__}; installing the rest (nothing is compiled)")
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(constraints(ROOT / "requirements.lock"))
-    missing = [dist for module, dist in FROM_INTERPRETER.items() if importlib.util.find_spec(module) is None]
+    missing = missing_from_interpreter()
     if missing:
         say(f"adding what the kernel lacks: {' '.join(missing)}")
         pip("-c", f.name, *missing)
@@ -70,4 +86,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -114,16 +114,8 @@ else
     # which pip would not count as the opencv-python that mmcv, mmengine and grad-cam ask for.
     say "step 1/3: requirements-system.txt on the interpreter's torch"
     "${pip[@]}" install "${pip_from[@]}" --no-deps -r "$req"
-    "$py" - <<'PY' || die "the interpreter lacks packages the system stack takes from it (above); install them there, or use the default stack"
-import importlib.util, sys
-needed = {"torchvision": "torchvision", "numpy": "numpy", "cv2": "opencv-python-headless", "matplotlib": "matplotlib",
-          "scipy": "scipy", "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm", "rich": "rich",
-          "packaging": "packaging", "six": "six", "sklearn": "scikit-learn"}
-missing = [pkg for mod, pkg in needed.items() if importlib.util.find_spec(mod) is None]
-if missing:
-    print("[setup] missing from the interpreter: " + " ".join(missing), file=sys.stderr)
-sys.exit(1 if missing else 0)
-PY
+    "$py" "$here/notebook_install.py" --missing \
+        || die "the interpreter lacks packages the system stack takes from it (above); install them there, or use the default stack"
     if [[ $dev == 1 ]]; then
         "${pip[@]}" install "${pip_from[@]}" -r "$root/requirements-dev.txt"
     fi

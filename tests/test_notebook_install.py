@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-pytestmark = pytest.mark.notebook
 
 
 def lock_constraints(path: Path) -> str:
@@ -18,6 +17,20 @@ def lock_constraints(path: Path) -> str:
     return "\n".join(line.strip() for line in lines) + "\n"
 
 
+def test_missing_lists_what_the_interpreter_lacks(tmp_path):
+    """``--missing`` (setup_env.sh's system-stack check): this venv lacks nothing, a bare venv lacks torch on."""
+    script = str(REPO / "scripts" / "notebook_install.py")
+    done = subprocess.run([sys.executable, script, "--missing"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    bare = tmp_path / "bare"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(bare)],
+                   check=True)
+    done = subprocess.run([str(bare / "bin" / "python"), script, "--missing"], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith("missing from the interpreter: torch torchvision numpy opencv-python"), done.stderr
+
+
+@pytest.mark.notebook
 def test_run_notebook_installs_balloondet_into_a_bare_kernel(tmp_path):
     venv = tmp_path / "kernel-venv"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
