@@ -56,6 +56,21 @@ def test_union_mask_and_chance():
     assert chance(BOX, (50, 80), tolerance=15) == pytest.approx(50 * 45 / 4000)  # x 5-55, y 0-45 (cut at the edge)
 
 
+def test_a_map_without_information_scores_chance():
+    """``chance`` is what a map that knows nothing scores: i.i.d. noise maps (their maximum anywhere)
+    hit the grown boxes as often as the boxes' grown share of the image, and put that share of their
+    energy inside the boxes themselves. (grad-cam's RandomCAM is not such a map: it weights the layer's
+    activations at random, and the activations are the objects', so it scores above chance.)"""
+    rng = np.random.default_rng(0)
+    boxes, shape, n = np.array([[5, 8, 25, 20], [50, 30, 70, 48]]), (50, 80), 4000
+    hits = np.mean([pointing_game(rng.random(shape), boxes) for _ in range(n)])
+    p = chance(boxes, shape, tolerance=15)
+    assert 0.3 < p < 0.9  # not a trivial share
+    assert abs(hits - p) < 4 * np.sqrt(p * (1 - p) / n), (hits, p)  # within 4 binomial standard errors
+    energy = np.mean([energy_pointing_game(rng.random(shape), boxes) for _ in range(200)])
+    assert energy == pytest.approx(chance(boxes, shape), abs=0.005)
+
+
 # --- D-RISE on a region "detector" ---------------------------------------------------------
 H, W = 48, 64
 REGION = (slice(12, 24), slice(36, 52))  # rows, columns: what the "detector" looks at
