@@ -178,3 +178,58 @@ def test_the_distribution_holds_only_mmcv_ext(tmp_path):
     assert [n for n in names if not n.startswith("balloondet_mmcv_ext-")] == ["mmcv/_ext.py"]
     record = next(n for n in names if n.endswith("RECORD"))
     assert "mmcv/_ext.py" in zipfile.ZipFile(wheel).read(record).decode()
+
+
+def reference_ext_nms(bboxes, scores, iou_threshold, offset=0):
+    """``ext_module.nms`` in pure Python (the greedy reference above): no compiled code at all."""
+    return torch.tensor(reference_nms(bboxes.float(), scores.float(), iou_threshold, offset), dtype=torch.long)
+
+
+def other_nms_backends() -> dict:
+    """The nms implementations this venv can swap in beside the installed ``mmcv._ext``.
+
+    The pure-Python reference always; where a compiled mmcv is installed (``make setup
+    MMCV=compiled``), its ``_ext.*.so`` is what ``mmcv._ext`` is, and the torchvision-backed
+    file of mmcv_ext/ is loaded beside it by path, so the two real backends meet too.
+    """
+    import importlib.util
+
+    backends = {"python reference": reference_ext_nms}
+    if not ext.__file__.endswith(".py"):  # a compiled extension shadows mmcv_ext's file
+        path = REPO / "mmcv_ext" / "mmcv" / "_ext.py"
+        spec = importlib.util.spec_from_file_location("balloondet_mmcv_ext_file", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        backends["torchvision (mmcv_ext)"] = module.nms
+    return backends
+
+
+def detections(detector, images) -> list[torch.Tensor]:
+    """Every kept box of every image, score-ordered: [x1, y1, x2, y2, score, label] rows, no threshold."""
+    out = []
+    for image in images:
+        pred = detector.predict(image).pred_instances
+        rows = torch.cat([pred.bboxes, pred.scores[:, None], pred.labels[:, None].float()], 1)
+        out.append(rows[torch.argsort(pred.scores, descending=True, stable=True)])
+    return out
+
+
+@pytest.mark.parametrize("backend", list(other_nms_backends()))
+def test_smoke_detections_do_not_depend_on_the_nms_backend(backend, smoke_detector, val_images, monkeypatch):
+    """The trained smoke model's detections on the val images, every box and score, are the same
+    whichever nms mmcv's heads call (mmdet's ``batched_nms`` -> ``ext_module.nms``)."""
+    images = val_images[:4]
+    installed = detections(smoke_detector, images)
+    calls = []
+    nms_impl = other_nms_backends()[backend]
+
+    def swapped(*args, **kwargs):
+        calls.append(1)
+        return nms_impl(*args, **kwargs)
+
+    monkeypatch.setattr(ext, "nms", swapped)
+    swapped_dets = detections(smoke_detector, images)
+    assert len(calls) >= len(images)  # the swap was really on the path
+    assert sum(len(d) for d in installed) > len(images)  # boxes to keep or suppress, not an empty model
+    for a, b in zip(installed, swapped_dets, strict=True):
+        assert torch.equal(a, b)
