@@ -10,7 +10,6 @@ import pytest
 from conftest import REPO
 
 
-
 def lock_constraints(path: Path) -> str:
     """requirements.lock's pins without hashes, as a constraints file (markers kept)."""
     lines = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*==[^ \\\n]+(?:\s*;[^\\\n]*)?)", path.read_text(), re.M)
