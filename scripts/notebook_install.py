@@ -54,7 +54,9 @@ def missing_from_interpreter() -> list[str]:
     return [dist for module, dist in FROM_INTERPRETER.items() if importlib.util.find_spec(module) is None]
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Install (no arguments: what run.ipynb's first cell calls in the kernel), or ``--missing``."""
+    argv = argv or []
     if argv == ["--missing"]:
         torch_missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
         missing = torch_missing + missing_from_interpreter()
