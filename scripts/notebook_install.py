@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FROM_INTERPRETER = {"numpy": "numpy", "cv2": "opencv-python", "matplotlib": "matplotlib", "scipy": "scipy",
                     "PIL": "pillow", "yaml": "pyyaml", "tqdm": "tqdm", "rich": "rich", "packaging": "packaging",
                     "six": "six", "sklearn": "scikit-learn"}
+TORCH = ("torch", "torchvision")  # the kernel's, kept; without them nothing is installed
 # never touched: the kernel's own torch, and the CUDA libraries that come with it
 KEEP = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     """Install (no arguments: what run.ipynb's first cell calls in the kernel), or ``--missing``."""
     argv = argv or []
     if argv == ["--missing"]:
-        torch_missing = [m for m in ("torch", "torchvision") if importlib.util.find_spec(m) is None]
+        torch_missing = [m for m in TORCH if importlib.util.find_spec(m) is None]
         missing = torch_missing + missing_from_interpreter()
         if missing:
             print("missing from the interpreter: " + " ".join(missing), file=sys.stderr)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     start = time.monotonic()
-    for module in ("torch", "torchvision"):
+    for module in TORCH:
         if importlib.util.find_spec(module) is None:
             say(f"this kernel has no {module}: install torch and torchvision first, or set up with `make notebook`")
             return 1

@@ -214,14 +214,17 @@ def detections(detector, images) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("backend", list(other_nms_backends()))
+NMS_BACKENDS = other_nms_backends()
+
+
+@pytest.mark.parametrize("backend", list(NMS_BACKENDS))
 def test_smoke_detections_do_not_depend_on_the_nms_backend(backend, smoke_detector, val_images, monkeypatch):
     """The trained smoke model's detections on the val images, every box and score, are the same
     whichever nms mmcv's heads call (mmdet's ``batched_nms`` -> ``ext_module.nms``)."""
     images = val_images[:4]
     installed = detections(smoke_detector, images)
     calls = []
-    nms_impl = other_nms_backends()[backend]
+    nms_impl = NMS_BACKENDS[backend]
 
     def swapped(*args, **kwargs):
         calls.append(1)

@@ -26,12 +26,12 @@ def test_missing_lists_what_the_interpreter_lacks(tmp_path):
                    check=True)
     done = subprocess.run([str(bare / "bin" / "python"), script, "--missing"], capture_output=True, text=True)
     assert done.returncode == 1
+    assert done.stderr.startswith("missing from the interpreter: torch torchvision numpy opencv-python"), done.stderr
     # run.ipynb's first cell calls main() with no argument, in the kernel: that is the install, here refused
     # at once because the bare venv has no torch
     code = f"import runpy; raise SystemExit(runpy.run_path({script!r})['main']())"
     called = subprocess.run([str(bare / "bin" / "python"), "-c", code], capture_output=True, text=True)
     assert called.returncode == 1 and "this kernel has no torch" in called.stdout, called.stdout + called.stderr
-    assert done.stderr.startswith("missing from the interpreter: torch torchvision numpy opencv-python"), done.stderr
 
 
 @pytest.mark.notebook
