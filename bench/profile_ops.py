@@ -1,0 +1,190 @@
+"""Where one model-only forward pass of RTMDet-tiny spends its time: by memory format, by op, by oneDNN kernel.
+
+Made for the one figure of ``make bench`` that got worse on the torch 2.14.1 stack: 640 px bf16
+inference (model only 86.6 -> 104.7 ms against torch 2.1.2, same machine, same day). Run it once
+per stack on the same idle machine and compare the three sections:
+
+1. **latency by memory format**: ``model.predict`` on a ready batch of 1 (as ``make bench``'s
+   "model only"), with the model and input in PyTorch's default NCHW layout and in channels_last;
+2. **the top ops by self CPU time** (``torch.profiler``, grouped by input shape): which convolution
+   shapes the time went to;
+3. **oneDNN's kernels** (a child process with ``ONEDNN_VERBOSE=1``): total milliseconds per forward
+   by primitive kind and implementation, then the costliest primitives one by one. An implementation
+   named ``ref`` is oneDNN's reference C++ loop, its slow fallback when no optimised kernel takes a
+   shape (the signature of pytorch/pytorch#193951's 2.14 regression, for f16 matmuls there);
+   ``gemm:``/``brg``/``jit:`` kernels are the optimised ones.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/profile_ops.py                        # 640 px, the precisions make bench picks
+    .venv/bin/python bench/profile_ops.py --precisions bf16 --size 640 --iters 20
+
+Untrained weights, as ``make bench``. Only prints; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark import build_inference_model, default_precisions, timed, write_test_image  # noqa: E402
+
+MEMORY_FORMATS = ("contiguous", "channels_last")
+TIMED_MARK = "=== profile_ops: timed iterations ==="
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=640, help="square input size (default 640)")
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=None,
+                   help="default: as make bench (fp32, and bf16 on a CPU with native bfloat16)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations before each measurement")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per measurement")
+    p.add_argument("--top", type=int, default=12, help="rows of the op and kernel tables")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--onednn-child", nargs=2, metavar=("PRECISION", "FORMAT"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def forward_pass(size: int, precision: str, memory_format: str, image: Path):
+    """A no-argument function running ``model.predict`` once on ``image``'s ready batch of 1."""
+    from balloondet.engine.compat import keep_head_fp32
+    from balloondet.engine.detector import Detector
+
+    model = build_inference_model(size, "cpu")
+    if precision == "bf16":
+        model = keep_head_fp32(model)
+    detector = Detector.from_model(model, precision)
+    inputs, sample = detector.prepare(image)
+    if memory_format == "channels_last":
+        detector.model.to(memory_format=torch.channels_last)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+
+    def forward() -> None:
+        with torch.no_grad(), detector.autocast():
+            detector.model.predict(inputs, [copy.copy(sample)])
+
+    return forward
+
+
+# ---------------------------------------------------------------- oneDNN's verbose log
+
+def parse_onednn_verbose(lines, iters: int = 1) -> dict[tuple[str, str, str], float]:
+    """{(kind, implementation, problem): ms per iteration} from ``ONEDNN_VERBOSE=1`` output.
+
+    Reads the ``exec`` lines of oneDNN 3.x in both layouts: ``onednn_verbose,v1,primitive,exec,cpu,
+    KIND,IMPL,...,PROBLEM,MS`` (oneDNN >= 3.4) and ``onednn_verbose,exec,cpu,KIND,IMPL,...,PROBLEM,MS``
+    (older, as in torch 2.1). Only lines after ``TIMED_MARK`` count when the mark is present.
+    """
+    lines = list(lines)
+    if TIMED_MARK in (line.strip() for line in lines):
+        lines = lines[[line.strip() for line in lines].index(TIMED_MARK) + 1:]
+    totals: dict[tuple[str, str, str], float] = collections.defaultdict(float)
+    for line in lines:
+        fields = line.strip().split(",")
+        if not fields or not fields[0].startswith(("onednn_verbose", "dnnl_verbose")) or "exec" not in fields:
+            continue
+        at = fields.index("exec")
+        if len(fields) < at + 6:
+            continue
+        kind, impl = fields[at + 2], fields[at + 3]
+        try:
+            ms = float(fields[-1])
+        except ValueError:
+            continue
+        totals[(kind, impl, fields[-2])] += ms / iters
+    return dict(totals)
+
+
+def onednn_kernels(precision: str, memory_format: str, args) -> dict[tuple[str, str, str], float]:
+    """Runs this script as a child with ``ONEDNN_VERBOSE=1`` and parses what oneDNN printed."""
+    command = [sys.executable, __file__, "--size", str(args.size), "--warmup", str(args.warmup),
+               "--iters", str(args.iters), "--onednn-child", precision, memory_format]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"profile_ops: the ONEDNN_VERBOSE child failed:\n{done.stderr[-2000:]}")
+    return parse_onednn_verbose(done.stdout.splitlines(), args.iters)
+
+
+def run_onednn_child(args) -> None:
+    precision, memory_format = args.onednn_child
+    with tempfile.TemporaryDirectory() as tmp:
+        forward = forward_pass(args.size, precision, memory_format, write_test_image(Path(tmp) / "balloons.jpg"))
+        for _ in range(args.warmup):
+            forward()
+        sys.stdout.flush()
+        print(TIMED_MARK, flush=True)
+        for _ in range(args.iters):
+            forward()
+        sys.stdout.flush()
+
+
+def kernel_table(kernels: dict[tuple[str, str, str], float], top: int) -> list[str]:
+    by_impl: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for (kind, impl, _), ms in kernels.items():
+        by_impl[(kind, impl)].append(ms)
+    total = sum(kernels.values()) or 1.0
+    lines = [f"  {'kind':<20} {'implementation':<36} {'ms/forward':>10} {'share':>6}  primitives"]
+    for (kind, impl), times in sorted(by_impl.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        flag = "  <- reference kernel" if impl.startswith("ref") else ""
+        lines.append(f"  {kind:<20} {impl:<36} {sum(times):>10.2f} {sum(times) / total:>6.1%}  {len(times)}{flag}")
+    lines.append(f"  {'all oneDNN primitives':<57} {total:>10.2f}")
+    lines.append("  costliest primitives:")
+    for (kind, impl, problem), ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"    {ms:8.2f} ms  {kind} {impl}  {problem}")
+    return lines
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mmdet.utils import register_all_modules
+
+    register_all_modules()
+    if args.onednn_child:
+        run_onednn_child(args)
+        return 0
+    precisions = args.precisions or default_precisions("cpu")
+    print(f"RTMDet-tiny model-only forward at {args.size} px on the CPU: torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, oneDNN {torch.backends.mkldnn.is_available() and 'on' or 'off'}, "
+          f"{args.iters} timed iterations after {args.warmup}")
+    with tempfile.TemporaryDirectory() as tmp:
+        image = write_test_image(Path(tmp) / "balloons.jpg")
+        for precision in precisions:
+            print(f"\n[{precision}] 1. latency by memory format (median ms per forward)")
+            for memory_format in MEMORY_FORMATS:
+                times = timed(forward_pass(args.size, precision, memory_format, image), args.warmup, args.iters, "cpu")
+                print(f"  {memory_format:<14} {1000 * statistics.median(times):8.1f} ms")
+            print(f"\n[{precision}] 2. top ops by self CPU time (contiguous, {args.iters} forwards)")
+            forward = forward_pass(args.size, precision, "contiguous", image)
+            for _ in range(args.warmup):
+                forward()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+                for _ in range(args.iters):
+                    forward()
+            print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                                    row_limit=args.top, max_name_column_width=40))
+            print(f"[{precision}] 3. oneDNN kernels (contiguous, ONEDNN_VERBOSE=1, ms per forward)")
+            kernels = onednn_kernels(precision, "contiguous", args)
+            print("\n".join(kernel_table(kernels, args.top)) if kernels else
+                  "  oneDNN printed nothing: this torch does not run these ops through oneDNN")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
