@@ -343,12 +343,15 @@ def test_tta_runs_on_the_smoke_model(trained_smoke, synthetic_root, tmp_path):
     from balloondet.detect.error_analysis import error_analysis
     from balloondet.detect.test import evaluate_checkpoint
 
-    metrics = {}
+    metrics, seconds = {}, {}
     for flag in (False, True):
         metrics[flag] = evaluate_checkpoint(trained_smoke["config"], trained_smoke["checkpoint"],
                                             work_dir=tmp_path / str(flag), device="cpu", data_root=synthetic_root,
                                             precision="auto", quiet=True, bootstrap=0, tta=flag)
-        assert json.loads((tmp_path / str(flag) / "test_metrics.json").read_text())["tta"] is flag
+        record = json.loads((tmp_path / str(flag) / "test_metrics.json").read_text())
+        assert record["tta"] is flag and record["device"] == "cpu"
+        seconds[flag] = record["seconds_per_image"]
+    assert 0 < seconds[False] < 0.6 * seconds[True]  # six views (three scales, each flipped) cost more than one
     dets = {flag: json.loads((tmp_path / str(flag) / "test_detections.bbox.json").read_text()) for flag in metrics}
     assert dets[True] != dets[False]
     assert np.bincount([d["image_id"] for d in dets[True]]).max() <= 100  # DetTTAModel's max_per_img (else 300)

@@ -1,4 +1,4 @@
-"""The hooks a config can name: the time budget, the progress bar and the val loss."""
+"""The hooks a config can name: the time budget, the progress bar, the val loss; the test's timer."""
 import json
 import types
 
@@ -7,7 +7,7 @@ import torch
 
 from balloondet.detect.curves import plot_curves, read_scalars
 from balloondet.detect.train import train
-from balloondet.engine.hooks import TimeBudgetHook
+from balloondet.engine.hooks import InferenceTimeHook, TimeBudgetHook
 
 
 def fake_runner(epoch: int, max_epochs: int):
@@ -30,6 +30,17 @@ def test_time_budget_stops_after_the_epoch_past_it():
     last = fake_runner(epoch=9, max_epochs=10)  # the last epoch ends the run anyway: nothing to report
     spent.after_train_epoch(last)
     assert not last.train_loop.stop_training
+
+
+def test_inference_timer_counts_the_images_of_each_test_step():
+    timer = InferenceTimeHook()
+    assert timer.seconds_per_image is None  # no test batch yet
+    for batch, images in enumerate((["a", "b"], ["c"])):
+        timer.before_test_iter(None, batch)
+        torch.ones(256, 256) @ torch.ones(256, 256)  # the step: some time passes
+        timer.after_test_iter(None, batch, outputs=images)
+    assert timer.images == 3 and timer.seconds > 0
+    assert timer.seconds_per_image == pytest.approx(timer.seconds / 3)
 
 
 def test_the_bar_shows_the_last_val_map(capsys):

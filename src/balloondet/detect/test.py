@@ -28,7 +28,8 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
     ``bootstrap`` resamples of the val images give a 95 % interval of bbox mAP (0: none), returned as
     ``coco/bbox_mAP_ci95_lo`` and ``_hi`` and saved as ``bbox_mAP_ci95``. ``quiet``: the summary and
     nothing else of mmengine's output (its log file keeps all of it). ``tta``: mmdet's test-time augmentation
-    with RTMDet's settings (``tta.use_tta``), recorded as ``"tta"`` in test_metrics.json.
+    with RTMDet's settings (``tta.use_tta``), recorded as ``"tta"`` in test_metrics.json, beside the model's
+    ``seconds_per_image`` (``engine.hooks.InferenceTimeHook``), the precision and the device.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -50,6 +51,7 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
     from mmengine.runner import Runner
 
     from balloondet.engine.checkpoint_fit import CheckpointFitHook
+    from balloondet.engine.hooks import InferenceTimeHook
 
     register_all_modules()
     allow_mmengine_checkpoints()
@@ -57,13 +59,19 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
         runner = Runner.from_cfg(cfg)
         console.attach(runner.logger)
         runner.register_hook(CheckpointFitHook())  # the checkpoint must fit the model
+        timer = InferenceTimeHook()
+        runner.register_hook(timer)
         metrics = {k: float(v) for k, v in runner.test().items()}
     if quiet:  # mmdet prints pycocotools' summary; show it without the evaluation chatter around it
         print("\n".join(line for line in console.captured.getvalue().splitlines() if line.startswith(" Average")))
     if not metrics:  # CocoMetric returns nothing when no box passed the score threshold
         print("no detections at all on the val split: every COCO metric is 0")
         metrics = {f"coco/{k}": 0.0 for k in COCO_KEYS}
-    record = {"config": str(config), "checkpoint": display_path(checkpoint), "tta": tta, "metrics": dict(metrics)}
+    record = {"config": str(config), "checkpoint": display_path(checkpoint), "tta": tta, "metrics": dict(metrics),
+              "seconds_per_image": timer.seconds_per_image, "precision": precision, "device": device}
+    if not quiet and timer.seconds_per_image is not None:
+        print(f"{timer.seconds_per_image:.2f} s per image for the model ({timer.images} images, {precision} on "
+              f"{device}{', test-time augmentation' if tta else ''}; data loading and evaluation not counted)")
     if bootstrap:
         ci = map_interval(cfg.test_evaluator.ann_file, cfg.test_evaluator.outfile_prefix + ".bbox.json", bootstrap)
         metrics["coco/bbox_mAP_ci95_lo"], metrics["coco/bbox_mAP_ci95_hi"] = ci["ci"]

@@ -92,6 +92,36 @@ class ValLossHook(Hook):
 
 
 @HOOKS.register_module()
+class InferenceTimeHook(Hook):
+    """Seconds of the model per test image: from each test batch in hand to its predictions.
+
+    What a test step costs (preprocessing, forward, post-processing, TTA's merge of the augmented
+    copies), without data loading, start-up or the evaluation: the figure to compare ``test`` with
+    ``test --tta`` by. ``seconds_per_image`` is None before any test batch.
+    """
+
+    priority = "VERY_LOW"  # after every other hook's after_test_iter: the step is done
+
+    def __init__(self) -> None:
+        self.seconds, self.images, self.started = 0.0, 0, 0.0
+
+    def before_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        self.started = time.perf_counter()
+
+    def after_test_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # CUDA runs asynchronously: the step ends when its kernels have
+        self.seconds += time.perf_counter() - self.started
+        self.images += len(outputs or ())
+
+    @property
+    def seconds_per_image(self) -> float | None:
+        return self.seconds / self.images if self.images else None
+
+
+@HOOKS.register_module()
 class ProgressBarHook(Hook):
     """One tqdm bar over the whole run's iterations: epoch, loss, learning rate, last val mAP and ETA.
 
