@@ -267,15 +267,26 @@ def measure_train_throughput(model, size: int, args, device: str,
     return rows + cuda_peak_rows(device, f"train {precision}", size), times
 
 
-def measure_predict_latency(detector, image: Path, args, device: str) -> list[float]:
-    """Model only: ``model.predict`` (backbone, neck, head, post-processing) on a ready batch of 1."""
-    inputs, sample = detector.prepare(image)
+def detector_for(model, precision: str):
+    """A ``Detector`` for inference in ``precision`` (bf16: the head's post-processing in fp32, as the package)."""
+    from balloondet.engine.compat import keep_head_fp32
+    from balloondet.engine.detector import Detector
 
+    return Detector.from_model(keep_head_fp32(model) if precision == "bf16" else model, precision)
+
+
+def model_only_forward(detector, inputs: torch.Tensor, sample):
+    """A no-argument function: ``model.predict`` (backbone, neck, head, post-processing) on a ready batch."""
     def predict():
         with torch.no_grad(), detector.autocast():
             detector.model.predict(inputs, [sample])
 
-    return timed(predict, args.warmup, args.iters, device)
+    return predict
+
+
+def measure_predict_latency(detector, image: Path, args, device: str) -> list[float]:
+    """Model only: ``model.predict`` on a ready batch of 1."""
+    return timed(model_only_forward(detector, *detector.prepare(image)), args.warmup, args.iters, device)
 
 
 def measure_end_to_end_latency(detector, image: Path, args, device: str) -> list[float]:
@@ -389,7 +400,6 @@ def max_rss_mib() -> float:
 def benchmark_inference(size: int, image: Path, args, device: str,
                         peaks: dict[str, float]) -> tuple[list[dict], dict]:
     """Inference rows at ``size`` for every precision in ``peaks`` ({precision: matmul FLOP/s})."""
-    from balloondet.engine.compat import keep_head_fp32
     from balloondet.engine.detector import Detector
 
     model = build_inference_model(size, device)
@@ -400,7 +410,7 @@ def benchmark_inference(size: int, image: Path, args, device: str,
     raw = {}
     fp32_floor_ms = 1000 * 2 * macs / peaks["fp32"]
     for precision, peak in peaks.items():
-        detector = Detector.from_model(keep_head_fp32(model) if precision == "bf16" else model, precision)
+        detector = detector_for(model, precision)
         reset_cuda_peak(device)
         tag = f"[{precision}]"
         raw[f"predict_{precision}"] = measure_predict_latency(detector, image, args, device)

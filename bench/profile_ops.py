@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
 import os
 import statistics
 import subprocess
@@ -36,7 +35,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import build_inference_model, default_precisions, timed, write_test_image  # noqa: E402
+from benchmark import (  # noqa: E402
+    build_inference_model,
+    default_precisions,
+    detector_for,
+    model_only_forward,
+    timed,
+    write_test_image,
+)
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 TIMED_MARK = "=== profile_ops: timed iterations ==="
@@ -56,24 +62,13 @@ def parse_args(argv=None):
 
 
 def forward_pass(size: int, precision: str, memory_format: str, image: Path):
-    """A no-argument function running ``model.predict`` once on ``image``'s ready batch of 1."""
-    from balloondet.engine.compat import keep_head_fp32
-    from balloondet.engine.detector import Detector
-
-    model = build_inference_model(size, "cpu")
-    if precision == "bf16":
-        model = keep_head_fp32(model)
-    detector = Detector.from_model(model, precision)
+    """A no-argument function: ``model.predict`` once on ``image``'s ready batch of 1 (make bench's model only)."""
+    detector = detector_for(build_inference_model(size, "cpu"), precision)
     inputs, sample = detector.prepare(image)
     if memory_format == "channels_last":
         detector.model.to(memory_format=torch.channels_last)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-
-    def forward() -> None:
-        with torch.no_grad(), detector.autocast():
-            detector.model.predict(inputs, [copy.copy(sample)])
-
-    return forward
+    return model_only_forward(detector, inputs, sample)
 
 
 # ---------------------------------------------------------------- oneDNN's verbose log
@@ -85,12 +80,12 @@ def parse_onednn_verbose(lines, iters: int = 1) -> dict[tuple[str, str, str], fl
     KIND,IMPL,...,PROBLEM,MS`` (oneDNN >= 3.4) and ``onednn_verbose,exec,cpu,KIND,IMPL,...,PROBLEM,MS``
     (older, as in torch 2.1). Only lines after ``TIMED_MARK`` count when the mark is present.
     """
-    lines = list(lines)
-    if TIMED_MARK in (line.strip() for line in lines):
-        lines = lines[[line.strip() for line in lines].index(TIMED_MARK) + 1:]
+    lines = [line.strip() for line in lines]
+    if TIMED_MARK in lines:
+        lines = lines[lines.index(TIMED_MARK) + 1:]
     totals: dict[tuple[str, str, str], float] = collections.defaultdict(float)
     for line in lines:
-        fields = line.strip().split(",")
+        fields = line.split(",")
         if not fields or not fields[0].startswith(("onednn_verbose", "dnnl_verbose")) or "exec" not in fields:
             continue
         at = fields.index("exec")
