@@ -33,6 +33,9 @@ def test_shared_arguments_have_one_default():
         assert parse(*verb).data_root == defaults.DATA_ROOT
     assert parse("data", "--root", "data/synthetic").data_root == "data/synthetic"  # the older spelling
     assert parse("train", "c").data_root is None  # train/test: None keeps the config's dataset
+    for verb in (["cam", "c", "k", "i"], ["cam-eval", "c", "k", "f"]):
+        assert parse(*verb).drise_masks is None  # None: defaults.DRISE_MASKS, read where D-RISE runs
+        assert parse(*verb, "--drise-masks", "200").drise_masks == 200
 
 
 def test_unknown_choices_are_usage_errors(capsys):

@@ -130,7 +130,7 @@ def _cam(a: argparse.Namespace) -> None:
     from balloondet.explain.cam import cam
 
     cam(_detector(a), a.image, method=a.method, target_layer=a.target_layer, topk=a.topk, score_thr=a.score_thr,
-        norm_in_bbox=a.norm_in_bbox, out=a.out, target=a.target, ann_file=a.ann_file)
+        norm_in_bbox=a.norm_in_bbox, out=a.out, target=a.target, ann_file=a.ann_file, drise_masks=a.drise_masks)
 
 
 def _cam_eval(a: argparse.Namespace) -> None:
@@ -138,7 +138,8 @@ def _cam_eval(a: argparse.Namespace) -> None:
 
     result = cam_eval(_detector(a), a.folder, methods=a.methods, layers=a.layers, step=a.step,
                       max_images=a.max_images, baselines=not a.no_baselines,
-                      randomisation=not a.no_randomisation, score_thr=a.score_thr, topk=a.topk, out=a.out)
+                      randomisation=not a.no_randomisation, score_thr=a.score_thr, topk=a.topk, out=a.out,
+                      drise_masks=a.drise_masks)
     print(format_table(result.rows))
 
 
@@ -233,6 +234,10 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p["score_thr"] = parent()
     p["score_thr"].add_argument("--score-thr", type=float, default=defaults.SCORE_THR,
                                 help="lowest detection score used (default: %(default)s)")
+    p["drise_masks"] = parent()
+    p["drise_masks"].add_argument("--drise-masks", type=int, metavar="N",
+                                  help=f"masked images per D-RISE map (default: {defaults.DRISE_MASKS}; more: "
+                                       "less noise, proportionally slower)")
     p["cfg_options"] = parent()
     p["cfg_options"].add_argument("--cfg-options", nargs="+", action=_cfg_options_action(), metavar="KEY=VALUE",
                                   help="override config entries, e.g. train_dataloader.batch_size=4")
@@ -358,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=defaults.FIGURES_DIR, help="folder for MODULE_visualization.png")
     s.set_defaults(func=_featmap)
 
-    s = sub.add_parser("cam", parents=[shared["model"], shared["device"], shared["score_thr"]],
+    s = sub.add_parser("cam", parents=[shared["model"], shared["device"], shared["score_thr"], shared["drise_masks"]],
                        help="Grad-CAM (box AM) of the predicted boxes")
     s.add_argument("image", metavar="IMAGE_OR_FOLDER",
                    help="a folder gives one figure per image in OUT and prints how focused each map is")
@@ -377,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(default: ROOT/SPLIT.json for an image in ROOT/SPLIT/)")
     s.set_defaults(func=_cam)
 
-    s = sub.add_parser("cam-eval", parents=[shared["model"], shared["device"], shared["score_thr"]],
+    s = sub.add_parser("cam-eval", parents=[shared["model"], shared["device"], shared["score_thr"],
+                                            shared["drise_masks"]],
                        help="faithfulness of the CAM methods: deletion/insertion AUC, randomisation check, focus")
     s.add_argument("folder", metavar="FOLDER", help="images to explain (e.g. the val split)")
     s.add_argument("--methods", nargs="+", default=list(defaults.CAM_EVAL_METHODS), choices=cam_methods,

@@ -188,3 +188,24 @@ def test_drise_in_cam_and_cam_eval(smoke_detector, synthetic_root, tmp_path, mon
     doc = json.loads((tmp_path / "cam_eval.json").read_text())
     assert {"pointing_game", "energy_pointing_game", "pointing_chance"} <= set(doc["rows"][0])
     assert "| drise | image | – |" in (tmp_path / "cam_eval.md").read_text()
+    assert doc["drise_masks"] == MASKS
+
+
+@pytest.mark.train
+def test_drise_masks_is_how_many_masked_images_are_detected(smoke_detector, synthetic_root, monkeypatch):
+    """``drise_masks`` reaches D-RISE from ``box_cam`` (``cam --drise-masks``); a count below 2 is refused by
+    ``cam_eval`` before any map is drawn."""
+    from balloondet.explain import drise
+    from balloondet.explain.cam import box_cam
+    from balloondet.explain.cam_eval import cam_eval
+
+    drawn = []
+    monkeypatch.setattr(drise, "rise_masks", lambda n, *args: drawn.append(n) or rise_masks(n, *args))
+    image = sorted((synthetic_root / "val").glob("*.jpg"))[0]
+    few = box_cam(smoke_detector, image, method="drise", drise_masks=10)
+    assert sum(drawn) == 10 and max(drawn) <= defaults.INFERENCE_BATCH
+    drawn.clear()
+    more = box_cam(smoke_detector, image, method="drise", drise_masks=MASKS)
+    assert sum(drawn) == MASKS and not np.allclose(few.heatmap, more.heatmap)
+    with pytest.raises(ConfigError, match="--drise-masks 1"):
+        cam_eval(smoke_detector, synthetic_root / "val", methods=["drise"], drise_masks=1, out=None)

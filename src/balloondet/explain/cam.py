@@ -46,15 +46,16 @@ if TYPE_CHECKING:
 def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
             labels: torch.Tensor, method: str = defaults.CAM_METHOD,
             target_layer: str | Sequence[str] = defaults.CAM_LAYER, seed: int = defaults.DRISE_SEED,
-            bf16: bool = False) -> np.ndarray:
+            bf16: bool = False, drise_masks: int | None = None) -> np.ndarray:
     """The map of a prepared input (``Detector.prepare``) for boxes in input pixels, on the torch model itself.
 
     Returns the (h, w) map of the resized image (``img_shape``, the padding cut off), in [0, 1].
-    D-RISE ignores ``target_layer``, draws its masks with ``seed`` and runs in bf16 when ``bf16``.
+    D-RISE ignores ``target_layer``, draws ``drise_masks`` masks (``defaults.DRISE_MASKS`` when None)
+    with ``seed`` and runs in bf16 when ``bf16``; the other methods ignore those three.
     """
     check_method(method)
     if method in LAYERLESS_METHODS:
-        return explain_drise(model, inputs, sample, bboxes, labels, seed=seed, bf16=bf16)
+        return explain_drise(model, inputs, sample, bboxes, labels, n_masks=drise_masks, seed=seed, bf16=bf16)
     names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
     layers = [get_layer(model, name) for name in names]
     if method in GRADIENT_METHODS:  # class scores of the priors inside the boxes, on every level
@@ -81,7 +82,7 @@ def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSamp
     h, w = sample.metainfo["img_shape"]
     wrapper = DetectorWrapper(model, sample, with_nms=False)
     with torch.no_grad(), cpu_autocast(enabled=bf16):
-        heatmap = DRISE(wrapper, n_masks=n_masks or defaults.DRISE_MASKS, seed=seed)(
+        heatmap = DRISE(wrapper, n_masks=defaults.DRISE_MASKS if n_masks is None else n_masks, seed=seed)(
             inputs, [DRiseTarget(bboxes, labels)], size=(h, w))[0]
     return heatmap[:h, :w]
 
@@ -89,7 +90,7 @@ def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSamp
 def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD,
             target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
             score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False, target: str = defaults.CAM_TARGET,
-            ann_file: str | Path | None = None) -> CamResult:
+            ann_file: str | Path | None = None, drise_masks: int | None = None) -> CamResult:
     """CAM for one image's boxes to explain (``select_targets``); the image file is read once.
 
     ``missed`` and ``false-positive`` compare with the annotations (``ground_truth``; ``ann_file``
@@ -114,7 +115,7 @@ def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_ME
         raise NoTargetError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
                                           0 if gt is None else len(gt[0]), best, score_thr))
     heatmap = explain(detector.model, inputs, sample, bboxes.detach(), labels, method, names,
-                      bf16=detector.precision == "bf16")
+                      bf16=detector.precision == "bf16", drise_masks=drise_masks)
     heatmap = mmcv.imresize(heatmap, (img.shape[1], img.shape[0]))
     boxes = bboxes.detach().cpu().numpy() / scale
     if norm_in_bbox:
@@ -149,7 +150,7 @@ def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD
         target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
         score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False,
         out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}", target: str = defaults.CAM_TARGET,
-        ann_file: str | Path | None = None) -> list[CamResult]:
+        ann_file: str | Path | None = None, drise_masks: int | None = None) -> list[CamResult]:
     """Box AM for an image or a folder: one ``CamResult`` (with its ``figure``) per image explained.
 
     For one image, the figure goes to the file ``out``. For a folder, ``out`` is a folder that
@@ -160,7 +161,7 @@ def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD
     check_target(target)
     classes = detector.classes
     args = dict(method=method, target_layer=target_layer, topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox,
-                target=target, ann_file=ann_file)
+                target=target, ann_file=ann_file, drise_masks=drise_masks)
     if not Path(image).is_dir():
         result = box_cam(detector, image, **args)
         result.figure = plot_cam(result, classes, out)

@@ -103,6 +103,7 @@ class CamEvalResult:
     images: list[str]
     skipped: list[str] = field(default_factory=list)
     seconds_per_image: float = math.nan
+    drise_masks: int | None = None  # masks per D-RISE map, when a row is D-RISE's
     paths: dict[str, Path] = field(default_factory=dict)  # json, markdown, figure
     figure: Figure | None = None
 
@@ -259,19 +260,22 @@ def numpy_seed(seed: int) -> Iterator[None]:
 
 
 def map_for(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
-            labels: torch.Tensor, method: str, layer: str, seed: int, bf16: bool = False) -> np.ndarray:
+            labels: torch.Tensor, method: str, layer: str, seed: int, bf16: bool = False,
+            drise_masks: int | None = None) -> np.ndarray:
     """``explain``, or the Sobel map; RandomCAM and D-RISE with a fixed seed (the trained and randomised maps
-    share it); D-RISE's detections in bf16 when ``bf16`` (the detector's precision)."""
+    share it); D-RISE's ``drise_masks`` detections in bf16 when ``bf16`` (the detector's precision)."""
     if method == SOBEL:
         return sobel_map(inputs, sample)
     with numpy_seed(seed):
-        return explain(model, inputs, sample, bboxes, labels, method, layer, seed=seed, bf16=bf16)
+        return explain(model, inputs, sample, bboxes, labels, method, layer, seed=seed, bf16=bf16,
+                       drise_masks=drise_masks)
 
 
 # --- one image, a folder ----------------------------------------------------------------
 def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[str, str]], fractions: np.ndarray,
                    score_thr: float = defaults.SCORE_THR, topk: int = defaults.CAM_TOPK,
-                   random_model: BaseDetector | None = None, seed: int = 0) -> list[MapScore]:
+                   random_model: BaseDetector | None = None, seed: int = 0,
+                   drise_masks: int | None = None) -> list[MapScore]:
     """Every (method, layer) map of one image, measured; DataError when no box reaches ``score_thr``."""
     inputs, sample = detector.prepare(image)
     pred = predict_boxes(detector.model, inputs, sample)
@@ -286,13 +290,14 @@ def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[s
     for method, layer in rows:
         start = time.perf_counter()
         bf16 = detector.precision == "bf16"
-        heatmap = map_for(detector.model, inputs, sample, bboxes, labels, method, layer, seed, bf16)
+        heatmap = map_for(detector.model, inputs, sample, bboxes, labels, method, layer, seed, bf16, drise_masks)
         deletion, insertion = deletion_insertion(detector, sample, inputs, blurred, heatmap, bboxes, labels, fractions,
                                                  ends, np.random.default_rng(seed))
         seconds = time.perf_counter() - start
         corr = corr_in_boxes = math.nan
         if random_model is not None:
-            random_map = map_for(random_model, inputs, sample, bboxes, labels, method, layer, seed, bf16)
+            random_map = map_for(random_model, inputs, sample, bboxes, labels, method, layer, seed, bf16,
+                                 drise_masks)
             corr = rank_correlation(heatmap, random_map)
             corr_in_boxes = rank_correlation(heatmap[inside], random_map[inside])
         results.append(MapScore(image=Path(image).name, method=method, layer=layer,
@@ -387,7 +392,8 @@ def write_table(result: CamEvalResult, out: str | Path) -> dict[str, Path]:
                 "pointing_chance": s.pointing_chance, "seconds": s.seconds}
                for s in result.scores]
     doc = {"rows": result.rows, "maps": per_map, "fractions": result.fractions.tolist(), "images": result.images,
-           "skipped": result.skipped, "seconds_per_image": result.seconds_per_image}
+           "skipped": result.skipped, "seconds_per_image": result.seconds_per_image,
+           "drise_masks": result.drise_masks}
     paths = {"json": write_json_atomic(_no_nan(doc), out / "cam_eval.json"), "markdown": out / "cam_eval.md"}
     paths["markdown"].write_text(format_table(result.rows) + "\n")
     return paths
@@ -408,7 +414,8 @@ def cam_eval(detector: Detector, folder: str | Path,
              methods: Sequence[str] = defaults.CAM_EVAL_METHODS, layers: Sequence[str] = defaults.CAM_EVAL_LAYERS,
              step: float = defaults.CAM_EVAL_STEP, max_images: int | None = None, baselines: bool = True,
              randomisation: bool = True, score_thr: float = defaults.SCORE_THR, topk: int = defaults.CAM_TOPK,
-             out: str | Path | None = defaults.CAM_EVAL_DIR, seed: int = 0) -> CamEvalResult:
+             out: str | Path | None = defaults.CAM_EVAL_DIR, seed: int = 0,
+             drise_masks: int | None = None) -> CamEvalResult:
     """Faithfulness of the CAM methods on a folder of images (or one image): the table (``format_table``), written.
 
     ``out``: a folder for ``cam_eval.json``, ``cam_eval.md`` and ``cam_eval.png`` (None: nothing written).
@@ -417,6 +424,8 @@ def cam_eval(detector: Detector, folder: str | Path,
     """
     for method in methods:
         check_method(method)
+    if drise_masks is not None and drise_masks < 2:  # before the first image's other maps, not after
+        raise ConfigError(f"--drise-masks {drise_masks}: D-RISE needs at least 2 masks")
     fractions = fractions_for(step)
     images = list_images(folder)[:max_images]
     rows = table_rows(methods, layers, baselines)
@@ -426,7 +435,8 @@ def cam_eval(detector: Detector, folder: str | Path,
     bar = progress_bar(len(images), f"cam-eval ({len(rows)} maps per image)", unit="image")
     for i, image in enumerate(images):
         try:
-            scores += evaluate_image(detector, image, rows, fractions, score_thr, topk, random_model, seed + i)
+            scores += evaluate_image(detector, image, rows, fractions, score_thr, topk, random_model, seed + i,
+                                     drise_masks)
             done.append(image.name)
         except DataError as err:
             skipped.append(f"{image.name}: {err}")
@@ -436,7 +446,9 @@ def cam_eval(detector: Detector, folder: str | Path,
     if not done:
         raise DataError(f"{folder}: no image with a predicted box >= {score_thr} to evaluate")
     result = CamEvalResult(rows=summarise(detector.model, scores, rows), scores=scores, fractions=fractions,
-                           images=done, skipped=skipped, seconds_per_image=elapsed / len(images))
+                           images=done, skipped=skipped, seconds_per_image=elapsed / len(images),
+                           drise_masks=(defaults.DRISE_MASKS if drise_masks is None else drise_masks) if any(
+                               method in LAYERLESS_METHODS for method, _ in rows) else None)
     print(f"{len(done)} image(s), {len(rows)} maps each, {len(fractions) - 1} steps: "
           f"{result.seconds_per_image:.1f} s per image" + (f"; skipped (no box >= {score_thr}): "
                                                             f"{', '.join(s.split(':')[0] for s in skipped)}"
