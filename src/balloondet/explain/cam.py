@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from balloondet.core import defaults
-from balloondet.core.errors import DataError
+from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import display_path
 from balloondet.core.images import list_images, read_image
 from balloondet.engine.detector import get_layer
@@ -68,6 +68,14 @@ def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
     return heatmap[:h, :w]
 
 
+def drise_mask_count(drise_masks: int | None) -> int:
+    """The masks a D-RISE map draws: ``defaults.DRISE_MASKS`` for None (read at the call); ConfigError below 2."""
+    n = defaults.DRISE_MASKS if drise_masks is None else drise_masks
+    if n < 2:
+        raise ConfigError(f"--drise-masks {n}: D-RISE needs at least 2 masks")
+    return n
+
+
 def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
                   labels: torch.Tensor, n_masks: int | None = None, seed: int = defaults.DRISE_SEED,
                   bf16: bool = False) -> np.ndarray:
@@ -82,7 +90,7 @@ def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSamp
     h, w = sample.metainfo["img_shape"]
     wrapper = DetectorWrapper(model, sample, with_nms=False)
     with torch.no_grad(), cpu_autocast(enabled=bf16):
-        heatmap = DRISE(wrapper, n_masks=defaults.DRISE_MASKS if n_masks is None else n_masks, seed=seed)(
+        heatmap = DRISE(wrapper, n_masks=drise_mask_count(n_masks), seed=seed)(
             inputs, [DRiseTarget(bboxes, labels)], size=(h, w))[0]
     return heatmap[:h, :w]
 

@@ -49,7 +49,7 @@ from balloondet.core.console import progress_bar
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import write_json_atomic
 from balloondet.core.images import list_images, save_figure
-from balloondet.explain.cam import explain
+from balloondet.explain.cam import drise_mask_count, explain
 from balloondet.explain.localisation import chance, energy_pointing_game, pointing_game
 from balloondet.explain.maps import box_mask, inside_outside_ratio
 from balloondet.explain.methods import LAYERLESS_METHODS, check_method
@@ -424,8 +424,7 @@ def cam_eval(detector: Detector, folder: str | Path,
     """
     for method in methods:
         check_method(method)
-    if drise_masks is not None and drise_masks < 2:  # before the first image's other maps, not after
-        raise ConfigError(f"--drise-masks {drise_masks}: D-RISE needs at least 2 masks")
+    n_masks = drise_mask_count(drise_masks)  # checked before the first image's maps, not after
     fractions = fractions_for(step)
     images = list_images(folder)[:max_images]
     rows = table_rows(methods, layers, baselines)
@@ -447,8 +446,7 @@ def cam_eval(detector: Detector, folder: str | Path,
         raise DataError(f"{folder}: no image with a predicted box >= {score_thr} to evaluate")
     result = CamEvalResult(rows=summarise(detector.model, scores, rows), scores=scores, fractions=fractions,
                            images=done, skipped=skipped, seconds_per_image=elapsed / len(images),
-                           drise_masks=(defaults.DRISE_MASKS if drise_masks is None else drise_masks) if any(
-                               method in LAYERLESS_METHODS for method, _ in rows) else None)
+                           drise_masks=n_masks if any(method in LAYERLESS_METHODS for method in methods) else None)
     print(f"{len(done)} image(s), {len(rows)} maps each, {len(fractions) - 1} steps: "
           f"{result.seconds_per_image:.1f} s per image" + (f"; skipped (no box >= {score_thr}): "
                                                             f"{', '.join(s.split(':')[0] for s in skipped)}"
