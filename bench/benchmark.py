@@ -96,6 +96,14 @@ def cpu_model_name() -> str:
     return platform.processor() or "unknown"
 
 
+def mmcv_ops_backend() -> str:
+    """Where ``mmcv._ext`` comes from: mmcv's compiled extension, or mmcv_ext's torchvision nms."""
+    from mmcv.utils import ext_loader
+
+    ext = ext_loader.load_ext("_ext", ["nms"])
+    return getattr(ext, "BACKEND", "compiled mmcv")
+
+
 def machine_info(device: str) -> dict:
     import mmcv
     import mmdet
@@ -104,7 +112,7 @@ def machine_info(device: str) -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model_name(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "mmengine": mmengine.__version__,
-            "device": device}
+            "device": device, "mmcv_ops": mmcv_ops_backend()}
     if device == "cuda":
         info["device_name"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda

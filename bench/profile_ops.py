@@ -5,7 +5,8 @@ inference (model only 86.6 -> 104.7 ms against torch 2.1.2, same machine, same d
 per stack on the same idle machine and compare the three sections:
 
 1. **latency by memory format**: ``model.predict`` on a ready batch of 1 (as ``make bench``'s
-   "model only"), with the model and input in PyTorch's default NCHW layout and in channels_last;
+   "model only"), with the model and input in PyTorch's default NCHW layout and in channels_last,
+   then split into the network and the post-processing (where the stacks' nms differs);
 2. **the top ops by self CPU time** (``torch.profiler``, grouped by input shape): which convolution
    shapes the time went to;
 3. **oneDNN's kernels** (a child process with ``ONEDNN_VERBOSE=1``): total milliseconds per forward
@@ -61,14 +62,54 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def forward_pass(size: int, precision: str, memory_format: str, image: Path):
-    """A no-argument function: ``model.predict`` once on ``image``'s ready batch of 1 (make bench's model only)."""
+def prepared(size: int, precision: str, memory_format: str, image: Path):
+    """The benchmark's ``Detector`` for ``precision`` and ``image``'s ready batch of 1, in ``memory_format``."""
     detector = detector_for(build_inference_model(size, "cpu"), precision)
     inputs, sample = detector.prepare(image)
     if memory_format == "channels_last":
         detector.model.to(memory_format=torch.channels_last)
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    return model_only_forward(detector, inputs, sample)
+    return detector, inputs, sample
+
+
+def forward_pass(size: int, precision: str, memory_format: str, image: Path):
+    """A no-argument function: ``model.predict`` once on ``image``'s ready batch of 1 (make bench's model only)."""
+    return model_only_forward(*prepared(size, precision, memory_format, image))
+
+
+def split_predict(size: int, precision: str, image: Path, warmup: int, iters: int) -> tuple[float, float, int]:
+    """``model.predict`` in two parts: median ms of the network (backbone, neck, head) and of the
+    post-processing (``predict_by_feat``: decoding, score filter, NMS), and how many boxes reached NMS.
+
+    The post-processing is where the stacks' nms differs (mmcv's compiled op or torchvision's).
+    """
+    import mmdet.models.dense_heads.base_dense_head as dense_head
+
+    detector, inputs, sample = prepared(size, precision, "contiguous", image)
+    model, seen = detector.model, []
+    real_nms = dense_head.batched_nms
+
+    def counting_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
+        seen.append(len(boxes))
+        return real_nms(boxes, scores, idxs, nms_cfg, class_agnostic)
+
+    def network():
+        with torch.no_grad(), detector.autocast():
+            return model.bbox_head(model.extract_feat(inputs))
+
+    outs = network()
+
+    def post():
+        with torch.no_grad(), detector.autocast():
+            model.bbox_head.predict_by_feat(*outs, batch_img_metas=[sample.metainfo], rescale=True)
+
+    dense_head.batched_nms = counting_nms
+    try:
+        post_ms = 1000 * statistics.median(timed(post, warmup, iters, "cpu"))
+    finally:
+        dense_head.batched_nms = real_nms
+    network_ms = 1000 * statistics.median(timed(network, warmup, iters, "cpu"))
+    return network_ms, post_ms, max(seen, default=0)
 
 
 # ---------------------------------------------------------------- oneDNN's verbose log
@@ -165,6 +206,9 @@ def main(argv=None) -> int:
             for memory_format in MEMORY_FORMATS:
                 times = timed(forward_pass(args.size, precision, memory_format, image), args.warmup, args.iters, "cpu")
                 print(f"  {memory_format:<14} {1000 * statistics.median(times):8.1f} ms")
+            network_ms, post_ms, nms_boxes = split_predict(args.size, precision, image, args.warmup, args.iters)
+            print(f"  contiguous, in two parts: network {network_ms:.1f} ms, post-processing {post_ms:.1f} ms "
+                  f"(NMS saw {nms_boxes} boxes)")
             print(f"\n[{precision}] 2. top ops by self CPU time (contiguous, {args.iters} forwards)")
             forward = forward_pass(args.size, precision, "contiguous", image)
             for _ in range(args.warmup):

@@ -1,6 +1,9 @@
-"""bench/profile_ops.py: oneDNN's verbose log read in both of its layouts, and one run end to end."""
+"""bench/: profile_ops.py reads oneDNN's verbose log in both layouts and runs end to end;
+compare_stacks.py pairs its rounds, tests their signs and runs two children."""
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +12,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
+import compare_stacks  # noqa: E402
 import profile_ops  # noqa: E402
 
 # oneDNN >= 3.4 (torch 2.14) and oneDNN 3.1 (torch 2.1) lines, trimmed to the fields that matter
@@ -55,4 +59,52 @@ def test_profile_runs_end_to_end():
     for section in ("1. latency by memory format", "2. top ops by self CPU time", "3. oneDNN kernels"):
         assert section in out
     assert "contiguous" in out and "channels_last" in out
+    assert re.search(r"in two parts: network [\d.]+ ms, post-processing [\d.]+ ms \(NMS saw \d+ boxes\)", out)
     assert "all oneDNN primitives" in out or "oneDNN printed nothing" in out
+
+
+# ---------------------------------------------------------------- bench/compare_stacks.py
+
+
+def test_sign_test_matches_the_binomial_tails():
+    assert compare_stacks.sign_test_p(0, 8) == pytest.approx(2 / 256)
+    assert compare_stacks.sign_test_p(8, 8) == pytest.approx(2 / 256)  # symmetric
+    assert compare_stacks.sign_test_p(2, 8) == pytest.approx(2 * (1 + 8 + 28) / 256)
+    assert compare_stacks.sign_test_p(4, 8) == 1.0  # an even split is no evidence, capped at 1
+    assert compare_stacks.sign_test_p(0, 0) == 1.0
+
+
+def test_paired_summary_pairs_each_b_with_its_a():
+    # B is 10 ms slower in every round although the machine drifts by far more than that between rounds
+    a = [100.0, 200.0, 150.0, 300.0, 120.0, 250.0]
+    b = [x + 10 for x in a]
+    s = compare_stacks.paired_summary(a, b)
+    assert s["diff"] == pytest.approx(10.0) and s["b_slower"] == 6 and s["b_faster"] == 0
+    assert s["p"] == pytest.approx(2 / 64)
+    assert s["b"] - s["a"] == pytest.approx(10.0)
+    ties = compare_stacks.paired_summary([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])  # a tie counts for neither side
+    assert (ties["b_slower"], ties["b_faster"], ties["p"]) == (1, 1, 1.0)
+    with pytest.raises(ValueError, match="as many A as B"):
+        compare_stacks.paired_summary([1.0], [1.0, 2.0])
+
+
+def test_compare_stacks_refuses_without_the_baseline(capsys):
+    with pytest.raises(SystemExit):
+        compare_stacks.parse_args([])
+    assert "--python-a is required" in capsys.readouterr().err
+
+
+@pytest.mark.subprocess
+def test_compare_stacks_runs_two_children_and_records_the_rounds(tmp_path):
+    out = tmp_path / "rounds.jsonl"
+    command = [sys.executable, str(BENCH / "compare_stacks.py"), "--python-a", sys.executable, "--sizes", "64",
+               "--rounds", "2", "--warmup", "0", "--iters", "1", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "round 2/2" in done.stdout and "sign test p" in done.stdout
+    record = json.loads(out.read_text())
+    assert record["precision"] == "fp32" and len(record["rounds"]) == 2
+    for side in ("a", "b"):
+        child = record["rounds"][0][side]
+        assert child["torch"] and child["ms"]["64"] > 0
+        assert child["mmcv_ops"].startswith(("torchvision", "compiled"))
