@@ -25,7 +25,7 @@ PY ?= 3.$(PY_MINOR)
 WHEELHOUSE_DIR ?= wheelhouse
 DEV ?= 1
 
-.PHONY: setup lint test test-fast run notebook bench lock wheelhouse gpu-assets gpu-check clean
+.PHONY: setup lint test test-fast run notebook bench lock wheelhouse gpu-assets gpu-check bf16-check clean
 setup:
 	@PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV)
 
@@ -63,6 +63,9 @@ gpu-assets:
 
 gpu-check:  ## on the GPU machine: set-up + train/test/predict/featmap/cam on cuda (scripts/gpu_check.sh)
 	bash scripts/gpu_check.sh
+
+bf16-check:  ## on a CPU with native bf16: both torch stacks benchmarked and profiled side by side (scripts/bf16_check.sh)
+	bash scripts/bf16_check.sh
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -3,6 +3,7 @@ compare_stacks.py pairs its rounds, tests their signs and runs two children."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,3 +109,24 @@ def test_compare_stacks_runs_two_children_and_records_the_rounds(tmp_path):
         child = record["rounds"][0][side]
         assert child["torch"] and child["ms"]["64"] > 0
         assert child["mmcv_ops"].startswith(("torchvision", "compiled"))
+
+
+# ---------------------------------------------------------------- scripts/bf16_check.sh
+
+REPO = BENCH.parent
+
+
+@pytest.mark.subprocess
+def test_bf16_check_refuses_where_bf16_is_emulated(tmp_path):
+    from balloondet.engine.precision import resolve_precision
+
+    if resolve_precision("auto", "cpu")[0] == "bf16":
+        pytest.skip("this CPU has native bf16: the check would run for real (about 40 min)")
+    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        pytest.skip("the check sets up and uses .venv; these tests run from another venv")
+    out, made_before = tmp_path / "logs", (REPO / ".bf16").exists()
+    done = subprocess.run(["bash", str(REPO / "scripts" / "bf16_check.sh")], capture_output=True, text=True,
+                          env={**os.environ, "OUT": str(out)}, check=False)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "bf16 is emulated on this CPU" in done.stdout and "BF16_CHECK_DRY=1" in done.stdout
+    assert not out.exists() and (REPO / ".bf16").exists() == made_before  # refused before it made anything
