@@ -10,7 +10,7 @@
 #   1. bench/benchmark.py on each stack, new, old, new, old (fp32 and bf16; appended to bench/results.jsonl);
 #   2. bench/compare_stacks.py in bf16, then fp32 (ROUNDS pairs each; appended to bench/compare_stacks.jsonl);
 #   3. bench/profile_ops.py in bf16 with each stack: section 3 names the oneDNN kernel that changed.
-# Logs in $OUT (default .bf16/logs). About 40 min on 2 cores. Refuses (exit 2) where bf16 is emulated,
+# Logs in $OUT (default .bf16/logs). An estimated 40 min on 2 cores (not yet run on such a CPU). Refuses (exit 2) where bf16 is emulated,
 # since it would time the emulation rather than the kernels.
 # Dry run of the plumbing on any CPU (fp32, tiny sizes, nothing appended): BF16_CHECK_DRY=1 scripts/bf16_check.sh
 #
