@@ -4,9 +4,10 @@
 #
 #   scripts/bf16_check.sh        # or: make bf16-check
 #
-# Sets up the locked stack (.venv) and a torch 2.1.2 stack beside it (torch, torchvision and numpy from
-# the package index into .bf16/torch21, then `make setup STACK=system` into .bf16/torch21-bd: mmcv-lite
-# and mmcv_ext on both, so only torch differs), then, one job at a time on the cores:
+# Sets up the locked stack (.venv) and a torch 2.1.2 stack beside it (torch, torchvision, numpy and what
+# STACK=system takes from its interpreter, from the package index into .bf16/torch21, then `make setup
+# STACK=system` into .bf16/torch21-bd: mmcv-lite and mmcv_ext on both, so only torch differs), then, one
+# job at a time on the cores:
 #   1. bench/benchmark.py on each stack, new, old, new, old (fp32 and bf16; appended to bench/results.jsonl);
 #   2. bench/compare_stacks.py in bf16, then fp32 (ROUNDS pairs each; appended to bench/compare_stacks.jsonl);
 #   3. bench/profile_ops.py in bf16 with each stack: section 3 names the oneDNN kernel that changed.
@@ -37,9 +38,11 @@ log "start: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(npro
 
 old_venv=.bf16/torch21-bd
 if [[ -z ${OLD_PYTHON:-} ]]; then
-    log "torch 2.1.2 + torchvision 0.16.2 + numpy 1.26.4 into .bf16/torch21 (${BASE_PYTHON:-python3.11})"
+    log "torch 2.1.2, torchvision 0.16.2, numpy 1.26.4 and what STACK=system takes from its interpreter into .bf16/torch21 (${BASE_PYTHON:-python3.11})"
     [[ -x .bf16/torch21/bin/python ]] || "${BASE_PYTHON:-python3.11}" -m venv .bf16/torch21
-    .bf16/torch21/bin/python -m pip install -q torch==2.1.2 torchvision==0.16.2 numpy==1.26.4
+    # the rest of scripts/notebook_install.py's FROM_INTERPRETER; opencv < 4.12, whose wheels need numpy 2
+    .bf16/torch21/bin/python -m pip install -q torch==2.1.2 torchvision==0.16.2 numpy==1.26.4 \
+        opencv-python==4.11.0.86 matplotlib scipy pillow pyyaml tqdm rich packaging six scikit-learn
     OLD_PYTHON=.bf16/torch21/bin/python
 fi
 log "the torch 2.1.2 stack: make setup STACK=system PYTHON=$OLD_PYTHON VENV=$old_venv"
