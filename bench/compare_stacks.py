@@ -27,6 +27,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,15 +71,13 @@ def measure(sizes: list[int], precision: str, warmup: int, iters: int) -> dict:
         write_test_image,
     )
 
-    image = write_test_image(Path(os.environ.get("TMPDIR", "/tmp")) / f"compare_stacks_{os.getpid()}.jpg")
-    try:
-        ms = {}
+    ms = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        image = write_test_image(Path(tmp) / "balloons.jpg")
         for size in sizes:
             detector = detector_for(build_inference_model(size, "cpu"), precision)
             ms[str(size)] = ms_per_image(timed(model_only_forward(detector, *detector.prepare(image)),
                                                warmup, iters, "cpu"))
-    finally:
-        image.unlink(missing_ok=True)
     return {"python": sys.executable, "torch": torch.__version__, "mmcv_ops": mmcv_ops_backend(), "ms": ms}
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from benchmark import (  # noqa: E402
     default_precisions,
     detector_for,
     model_only_forward,
+    ms_per_image,
     timed,
     write_test_image,
 )
@@ -83,15 +83,12 @@ def split_predict(size: int, precision: str, image: Path, warmup: int, iters: in
 
     The post-processing is where the stacks' nms differs (mmcv's compiled op or torchvision's).
     """
+    from unittest import mock
+
     import mmdet.models.dense_heads.base_dense_head as dense_head
 
     detector, inputs, sample = prepared(size, precision, "contiguous", image)
-    model, seen = detector.model, []
-    real_nms = dense_head.batched_nms
-
-    def counting_nms(boxes, scores, idxs, nms_cfg, class_agnostic=False):
-        seen.append(len(boxes))
-        return real_nms(boxes, scores, idxs, nms_cfg, class_agnostic)
+    model = detector.model
 
     def network():
         with torch.no_grad(), detector.autocast():
@@ -103,13 +100,10 @@ def split_predict(size: int, precision: str, image: Path, warmup: int, iters: in
         with torch.no_grad(), detector.autocast():
             model.bbox_head.predict_by_feat(*outs, batch_img_metas=[sample.metainfo], rescale=True)
 
-    dense_head.batched_nms = counting_nms
-    try:
-        post_ms = 1000 * statistics.median(timed(post, warmup, iters, "cpu"))
-    finally:
-        dense_head.batched_nms = real_nms
-    network_ms = 1000 * statistics.median(timed(network, warmup, iters, "cpu"))
-    return network_ms, post_ms, max(seen, default=0)
+    with mock.patch.object(dense_head, "batched_nms", wraps=dense_head.batched_nms) as nms:  # counts its boxes
+        post_ms = ms_per_image(timed(post, warmup, iters, "cpu"))
+    network_ms = ms_per_image(timed(network, warmup, iters, "cpu"))
+    return network_ms, post_ms, max((len(call.args[0]) for call in nms.call_args_list), default=0)
 
 
 # ---------------------------------------------------------------- oneDNN's verbose log
@@ -205,7 +199,7 @@ def main(argv=None) -> int:
             print(f"\n[{precision}] 1. latency by memory format (median ms per forward)")
             for memory_format in MEMORY_FORMATS:
                 times = timed(forward_pass(args.size, precision, memory_format, image), args.warmup, args.iters, "cpu")
-                print(f"  {memory_format:<14} {1000 * statistics.median(times):8.1f} ms")
+                print(f"  {memory_format:<14} {ms_per_image(times):8.1f} ms")
             network_ms, post_ms, nms_boxes = split_predict(args.size, precision, image, args.warmup, args.iters)
             print(f"  contiguous, in two parts: network {network_ms:.1f} ms, post-processing {post_ms:.1f} ms "
                   f"(NMS saw {nms_boxes} boxes)")
