@@ -44,7 +44,7 @@ def _train(a: argparse.Namespace) -> None:
 
     work_dir = train(a.config, work_dir=a.work_dir, device=a.device, epochs=a.epochs, from_scratch=a.from_scratch,
                      resume=a.resume, cfg_options=a.cfg_options, launcher=a.launcher, data_root=a.data_root,
-                     precision=a.precision, quiet=a.quiet, retrain=a.retrain)
+                     precision=a.precision, quiet=a.quiet, retrain=a.retrain, load_from=a.load_from)
     print(f"work dir: {display_path(work_dir)}")
 
 
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=int, help="change the schedule length (milestones move in proportion)")
     s.add_argument("--from-scratch", action="store_true",
                    help="no pretrained weights (no load_from, no ImageNet backbone)")
+    s.add_argument("--load-from", metavar="PATH_OR_URL",
+                   help="fine-tune from this checkpoint (e.g. the COCO one, downloaded elsewhere) instead of the "
+                        "config's; with CONFIG auto, a fine-tuning recipe. Checked before training starts")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the work dir "
                    "(an interrupted run resumes anyway)")
     s.add_argument("--retrain", action="store_true", help="train again even where the work dir holds a finished "

@@ -32,15 +32,22 @@ def test_unreachable_load_from_stops_and_names_from_scratch(tmp_path, monkeypatc
     assert not list(tmp_path.rglob("*.pth"))
 
 
-def test_load_from_url_is_fetched_into_torch_cache(tmp_path, monkeypatch, http_server):
+def test_load_from_url_is_fetched_into_torch_cache(tmp_path, monkeypatch, http_server, coco_head_state_dict, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     served = tmp_path / "served"
     served.mkdir()
-    torch.save({"state_dict": {}}, served / "coco.pth")
+    torch.save({"state_dict": coco_head_state_dict}, served / "coco.pth")
     base = http_server(served)
     cfg = build_config(SMOKE, cfg_options={"load_from": f"{base}/coco.pth"})
-    check_load_from(cfg)
-    assert (tmp_path / "torch" / "hub" / "checkpoints" / "coco.pth").read_bytes() == (served / "coco.pth").read_bytes()
+    report = check_load_from(cfg)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "coco.pth"
+    assert cached.read_bytes() == (served / "coco.pth").read_bytes()
+    assert cfg.load_from == str(cached)  # the Runner reads the checked copy
+    assert report.part_share("backbone") == report.part_share("neck") == 1.0 and len(report.skipped_head) == 6
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(r"pretrained weights: \S+coco.pth: backbone 100 % \((\d+) of \1 tensors\), neck 100 % "
+                        r"\((\d+) of \2 tensors\) fit this model; 6 class-count-dependent head tensors left out "
+                        r"\(80 classes in the checkpoint, 1 in the model\)", line), line
 
 
 def test_missing_local_load_from_is_a_clear_error(tmp_path):
@@ -182,8 +189,10 @@ def test_load_from_a_coco_checkpoint_over_http(tmp_path, monkeypatch, http_serve
     out = capfd.readouterr()
     log = out.out + out.err
     assert (tmp_path / "torch" / "hub" / "checkpoints" / path.name).is_file()  # downloaded into torch's cache
-    skipped = [line for line in log.splitlines() if "class-count-dependent head tensors" in line]
+    skipped = [line for line in log.splitlines() if "not loading 6 class-count-dependent head tensors" in line]
     assert len(skipped) == 1 and "80 class outputs in the checkpoint, 1 in the model" in skipped[0], log[-3000:]
+    checked = [line for line in log.splitlines() if line.startswith("pretrained weights: ")]  # before training
+    assert len(checked) == 1 and "backbone 100 %" in checked[0] and "neck 100 %" in checked[0], log[-3000:]
     from balloondet.engine.checkpoint import safe_load
 
     trained = safe_load(work / "epoch_1.pth")["state_dict"]  # torch >= 2.6 loads weights only: mmengine's extras

@@ -6,6 +6,7 @@ import types
 import pytest
 import torch
 
+from balloondet.core import defaults
 from balloondet.core.errors import CheckpointMismatchError
 from balloondet.engine.checkpoint import safe_load
 from balloondet.engine.checkpoint_fit import CheckpointFitHook, check_fits
@@ -30,10 +31,28 @@ def test_check_fits_counts_missing_and_mismatched(smoke_model, coco_head_state_d
                                      "they start from their initialisation")
     other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 2)).state_dict()
     for lenient in (False, True):  # another model: refused even for fine-tuning
-        with pytest.raises(CheckpointMismatchError, match="is this a checkpoint of this config"):
+        with pytest.raises(CheckpointMismatchError, match="is this a checkpoint of this (config|model)"):
             check_fits(smoke_model, other, "other.pth", allow_head_mismatch=lenient)
     with pytest.raises(CheckpointMismatchError, match="holds no state dict"):
         check_fits(smoke_model, [1, 2], "list.pth")
+
+
+def test_fine_tuning_needs_most_of_the_backbone_and_of_the_neck(smoke_model, coco_head_state_dict):
+    """At least PRETRAINED_FIT of each part's tensors must fit; the head may differ. Said in one line either way."""
+    neck = [k for k in coco_head_state_dict if k.startswith("neck.") and not k.endswith("num_batches_tracked")]
+
+    def without(share):
+        drop = set(neck[:round(share * len(neck))])
+        return {k: v for k, v in coco_head_state_dict.items() if k not in drop}
+
+    assert defaults.PRETRAINED_FIT == 0.9
+    report = check_fits(smoke_model, without(0.05), "coco.pth", allow_head_mismatch=True)  # 95 % of the neck
+    assert report.part_share("backbone") == 1.0 and 0.9 < report.part_share("neck") < 1.0
+    assert report.fit_line().startswith(f"coco.pth: backbone 100 % ({report.parts['backbone'][1]} of ")
+    with pytest.raises(CheckpointMismatchError, match=r"neck 80 % .*needs at least 90 % of the neck to fit"):
+        check_fits(smoke_model, without(0.2), "coco.pth", allow_head_mismatch=True)
+    with pytest.raises(CheckpointMismatchError):  # a trained model to load for analysis must fit entirely
+        check_fits(smoke_model, without(0.05), "coco.pth")
 
 
 def test_check_fits_takes_what_safe_load_read(smoke_model, fitting_checkpoint):

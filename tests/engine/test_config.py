@@ -120,38 +120,69 @@ def test_pick_device():
 
 
 @pytest.fixture
-def cuda_visible(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-
-
-@pytest.fixture
 def cuda_hidden(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-def test_cuda_with_the_coco_checkpoint_fine_tunes(cuda_visible):
+RECIPES = {  # (CUDA?, checkpoint at hand?) -> the recipe auto picks
+    (False, True): defaults.CPU_FINETUNE_CONFIG, (False, False): defaults.CPU_CONFIG,
+    (True, True): defaults.GPU_CONFIG, (True, False): defaults.GPU_SCRATCH_CONFIG,
+}
+
+
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "cuda"])
+@pytest.mark.parametrize("checkpoint", ["cached", "reachable", "given", "absent"])
+def test_auto_fine_tunes_wherever_the_coco_checkpoint_is_at_hand(cuda, checkpoint, tmp_path, monkeypatch, http_server):
+    """The real probe: the recipe's own checkpoint in torch's cache, served (over loopback), a file given, or none."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url = build_config(RECIPES[cuda, True]).load_from
+    name = url.rsplit("/", 1)[1]
+    served = tmp_path / "zoo"
+    served.mkdir()
+    (served / name).write_bytes(b"weights")
+    base = http_server(served) if checkpoint == "reachable" else "http://127.0.0.1:9"  # port 9: refused
+    if checkpoint == "cached":
+        (tmp_path / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+        (tmp_path / "torch" / "hub" / "checkpoints" / name).write_bytes(b"weights")
     asked = []
-    config, why = choose_recipe("auto", probe=lambda url: asked.append(url) or (True, "cached"))
-    assert config == defaults.GPU_CONFIG == "rtmdet_tiny_1xb12-40e_balloon" and "fine-tune" in why
-    assert asked == [build_config(defaults.GPU_CONFIG).load_from]  # the recipe's own checkpoint was looked for
+
+    def probe(recipe_url):  # the real probe, with the model zoo's host moved to loopback
+        asked.append(recipe_url)
+        return coco_checkpoint_at_hand(f"{base}/{recipe_url.rsplit('/', 1)[1]}", timeout=5)
+
+    given = str(served / name) if checkpoint == "given" else None
+    config, why = choose_recipe("auto", probe=probe, load_from=given)
+    assert config == RECIPES[cuda, checkpoint != "absent"], why
+    assert asked == ([] if given else [url])  # the recipe's own checkpoint, unless one was given
+    assert "\n" not in why and why.startswith("CUDA" if cuda else "no CUDA device")
+    assert ("fine-tune" in why) == (checkpoint != "absent")
+    if checkpoint == "absent":
+        assert "from scratch" in why and "neither cached nor reachable" in why
+    assert build_config(config).load_from == (url if checkpoint != "absent" else None)
 
 
-def test_cuda_without_the_checkpoint_trains_the_gpu_recipe_from_scratch(cuda_visible):
-    config, why = choose_recipe("auto", probe=lambda url: (False, "offline"))
-    assert config == defaults.GPU_SCRATCH_CONFIG and "offline" in why
-    cfg = build_config(config)
-    assert cfg.load_from is None and cfg.train_dataloader.dataset.pipeline[2].img_scale == (640, 640)
+def test_the_cpu_fine_tune_is_the_published_recipe_at_320_px():
+    """mmyolo's cat fine-tune (frozen backbone, batch 12, AdamW 0.004, 40 epochs, last 5 without Mosaic), at 320 px."""
+    cfg = build_config(defaults.CPU_FINETUNE_CONFIG)
+    assert cfg.model.backbone.frozen_stages == 4 and cfg.model.bbox_head.num_classes == 1
+    assert cfg.train_dataloader.batch_size == 12 and cfg.optim_wrapper.optimizer.lr == pytest.approx(0.004)
+    assert cfg.train_cfg.max_epochs == 40
+    switch = [h for h in cfg.custom_hooks if h.type == "PipelineSwitchHook"][0]
+    assert switch.switch_epoch == 35
+    assert {t.get("crop_size") for t in cfg.train_pipeline if t.type == "RandomCrop"} == {(320, 320)}
+    assert [t.scale for t in cfg.test_pipeline if t.type == "Resize"] == [(640, 640)]  # tested at 640
 
 
-def test_cpu_trains_the_cpu_recipe_and_looks_for_no_checkpoint(cuda_hidden):
-    config, why = choose_recipe("auto", probe=lambda url: pytest.fail("no checkpoint is needed on a CPU"))
-    assert config == defaults.CPU_CONFIG and "no CUDA" in why
-    assert choose_recipe("cpu", probe=lambda url: (True, ""))[0] == defaults.CPU_CONFIG  # CPU asked for, GPU or not
+def test_resolve_recipe_says_what_it_chose(cuda_hidden, capsys, monkeypatch):
+    from balloondet.engine import config
 
-
-def test_resolve_recipe_says_what_it_chose(cuda_hidden, capsys):
+    monkeypatch.setattr(config, "coco_checkpoint_at_hand", lambda url: (False, "offline"))
     assert resolve_recipe("auto") == defaults.CPU_CONFIG
-    assert "recipe: rtmdet_tiny_cpu-scratch_balloon (no CUDA device" in capsys.readouterr().out
+    assert "recipe: rtmdet_tiny_cpu-scratch_balloon (no CUDA device, and no COCO checkpoint (offline)" in \
+        capsys.readouterr().out
+    assert resolve_recipe("auto", load_from="coco.pth") == defaults.CPU_FINETUNE_CONFIG
+    assert "a checkpoint was given (coco.pth)" in capsys.readouterr().out
     assert resolve_recipe(SMOKE) == SMOKE
 
 

@@ -18,9 +18,15 @@ SHARED_ARCHIVE = "../shared/data/balloon_dataset.zip"
 
 # --- configs, runs and devices --------------------------------------------------------
 AUTO = "auto"  # as a config name: the recipe for this machine (engine.config.choose_recipe)
-CPU_CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # no CUDA: from scratch at 320 px
+CPU_CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # no CUDA, no COCO checkpoint: from scratch at 320 px
+CPU_FINETUNE_CONFIG = "rtmdet_tiny_cpu-finetune_balloon"  # no CUDA, the COCO checkpoint at hand: fine-tune at 320
 GPU_CONFIG = "rtmdet_tiny_1xb12-40e_balloon"  # CUDA and the COCO checkpoint at hand: fine-tune it
 GPU_SCRATCH_CONFIG = "rtmdet_tiny_gpu-scratch_balloon"  # CUDA, offline: from scratch at 640 px
+# A checkpoint to fine-tune from must fit at least this share of the model's backbone tensors, and of its neck's
+# (present, same shape): the COCO checkpoint fits all of both; another RTMDet size or family fits next to none,
+# an ImageNet backbone none of the neck. Below it, fine-tuning would mostly train from scratch: refused.
+PRETRAINED_PARTS = ("backbone", "neck")
+PRETRAINED_FIT = 0.9
 CONFIG = AUTO  # what `balloondet train` and run.ipynb train unless told otherwise
 BENCH_CONFIG = CPU_CONFIG  # the benchmark times the recipe this 2-core CPU trains
 CONFIGS_ENV = "BALLOONDET_CONFIGS"  # a folder of configs, searched before ./configs and the checkout's

@@ -2,6 +2,7 @@
 
 - ``DataError``: bad or missing input data (archives, VIA files, images, logs); the message
   names the file and the entry. ``BalloonDataError`` is the old name, kept as an alias.
+  ``DownloadError``: a download that failed or stopped early (nothing of it is kept).
 - ``ConfigError``: a config, a device or an option that cannot be used.
 - ``ModelError``: a checkpoint, a layer or a method that does not fit the model; its checkpoint
   kinds: ``CheckpointError`` (unreadable), ``UnsafeCheckpointError`` (asks for a Python global
@@ -23,6 +24,10 @@ class DataError(BalloonDetError, ValueError):
 
 
 BalloonDataError = DataError  # the name used before the hierarchy existed
+
+
+class DownloadError(DataError):
+    """A download that was refused, failed or stopped early; nothing of it was kept. Names the URL."""
 
 
 class ConfigError(BalloonDetError, ValueError):

@@ -1,15 +1,18 @@
-"""Files: paths as printed output shows them, writes that appear only once complete, JSON in and out."""
+"""Files: paths as printed output shows them, writes that appear only once complete (downloads too), JSON in and out."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import tempfile
-from pathlib import Path
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 from balloondet.core import defaults
-from balloondet.core.errors import DataError
+from balloondet.core.errors import DataError, DownloadError
 
 
 def display_path(path: str | Path) -> str:
@@ -45,6 +48,33 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def download(url: str, dest: str | Path, timeout: float = 30.0, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar (size, speed, ETA); ``dest`` appears only when complete.
+
+    A refused, failed, short or interrupted transfer (Ctrl-C included) raises, ``DownloadError`` naming the
+    URL for all but the interrupt, and leaves nothing behind: the bytes go to a temporary file beside ``dest``.
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                desc=f"download {PurePosixPath(url.split('?')[0]).name}",
+                                                disable=not progress) as bar:
+                    while chunk := resp.read(1 << 20):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            # e.g. HTTPError 404, connection refused, IncompleteRead when the server hangs up early
+            raise DownloadError(f"{url}: download failed ({getattr(err, 'reason', None) or err!r})") from None
+        if total is not None and tmp.stat().st_size != total:
+            raise DownloadError(f"{url}: download incomplete ({tmp.stat().st_size} of {total} bytes)")
+    return dest
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> Path:

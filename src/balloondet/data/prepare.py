@@ -11,20 +11,17 @@ the ``local_archive`` argument, else the file named by ``$BALLOONDET_LOCAL_ARCHI
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shutil
 import stat
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Sequence
 
 from balloondet.core import defaults
 from balloondet.core.errors import DataError
-from balloondet.core.files import atomic_path, display_path
+from balloondet.core.files import display_path, download
 from balloondet.data.synthetic import make_synthetic_dataset
 from balloondet.data.via import convert
 
@@ -38,32 +35,6 @@ VIA_FILE = "via_region_data.json"
 
 
 # --- download -------------------------------------------------------------------------
-def download(url: str, dest: str | Path, timeout: float = 30.0, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` with a progress bar; ``dest`` appears only when complete.
-
-    A refused, failed or interrupted transfer raises ``DataError`` naming the URL.
-    """
-    from tqdm.auto import tqdm
-
-    dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                                desc=f"download {PurePosixPath(url).name}",
-                                                disable=not progress) as bar:
-                    while chunk := resp.read(1 << 20):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            # e.g. HTTPError 404, connection refused, IncompleteRead when the server hangs up early
-            raise DataError(f"{url}: download failed ({getattr(err, 'reason', None) or err!r})") from None
-        if total is not None and tmp.stat().st_size != total:
-            raise DataError(f"{url}: download incomplete ({tmp.stat().st_size} of {total} bytes)")
-    return dest
-
-
 def download_first(urls: Sequence[str], dest: str | Path, timeout: float = 30.0) -> Path:
     """Try each URL in turn; the error lists every failure and what to do offline."""
     errors = []

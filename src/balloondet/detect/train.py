@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from balloondet.core import defaults
 from balloondet.core.console import quiet_console
-from balloondet.core.errors import BalloonDetError, TrainError
+from balloondet.core.errors import CheckpointError, DownloadError, TrainError
 from balloondet.core.files import display_path
 from balloondet.engine.checkpoint import allow_mmengine_checkpoints
 from balloondet.engine.compat import runner_device, unformatted_config_text
@@ -22,39 +22,65 @@ from balloondet.engine.config import (
     resolve_recipe,
 )
 from balloondet.engine.detector import find_checkpoint
-from balloondet.engine.download import download_checkpoint, hub_cache_path
+from balloondet.engine.download import download_checkpoint, hub_cache_path, verify_hash_prefix
 from balloondet.engine.precision import resolve_precision
 
 if TYPE_CHECKING:
     from mmengine.config import Config
 
+    from balloondet.engine.checkpoint_fit import FitReport
 
-def check_load_from(cfg: Config) -> None:
-    """Fetch a URL ``load_from`` into torch's hub cache now, or stop with a clear message."""
+
+def check_load_from(cfg: Config) -> FitReport | None:
+    """Make ``load_from`` a verified local file that fits the model, before anything is trained or written.
+
+    A URL is fetched into torch's hub cache (progress bar, nothing partial left behind); a name with a
+    hash prefix is checked (a failing download deleted, a given file left alone); the file is read with
+    the safe loader and must fit enough of the backbone and the neck (``checkpoint_fit.check_pretrained``).
+    A downloaded file that fails is removed from the cache. ``cfg.load_from`` then names the local
+    file. Prints how much of it fits, in one line; returns the fit report (None: no ``load_from``).
+    """
+    from balloondet.engine.checkpoint_fit import check_pretrained
+
     src = cfg.get("load_from")
     if not src:
-        return
-    if not str(src).startswith(("http://", "https://")):
-        if not osp.isfile(src):
+        return None
+    downloaded = str(src).startswith(("http://", "https://"))
+    if downloaded:
+        try:  # into torch's hub cache, hash-prefix checked (a cached copy too)
+            local = download_checkpoint(src, progress=True)
+        except DownloadError as err:  # refused, offline, cut short: nothing was kept
+            raise TrainError(
+                f"cannot fetch the pretrained checkpoint ({err}). Offline? Download it elsewhere and pass the "
+                f"file with --load-from PATH (or put it at {hub_cache_path(src)}), or train without pretrained "
+                f"weights with --from-scratch") from None
+    else:
+        local = Path(osp.expanduser(str(src)))
+        if not local.is_file():
             raise TrainError(f"load_from checkpoint not found: {src}. Train with --from-scratch to start without it.")
-        return
-    try:  # into torch's hub cache, hash-prefix checked (a cached copy too)
-        download_checkpoint(src, progress=True)
-    except BalloonDetError:
-        raise  # a file that fails its hash prefix: deleted, with its own message
-    except Exception as err:  # noqa: BLE001  (URLError, HTTPError, timeouts, ...)
-        raise TrainError(
-            f"cannot fetch the pretrained checkpoint load_from={src} ({err}).\n"
-            f"Offline? Put the file at {hub_cache_path(src)}, point load_from at a local copy with "
-            f"--cfg-options load_from=PATH, or train without pretrained weights with --from-scratch."
-        ) from None
+        verify_hash_prefix(local, delete=False)
+    try:
+        report = check_pretrained(cfg, local)
+    except CheckpointError as err:
+        if downloaded:  # so that the next run neither finds it "at hand" nor trusts it
+            local.unlink(missing_ok=True)
+            err.args = (f"{err} (deleted from the cache)",)
+        raise
+    cfg.load_from = str(local)
+    skipped = ""
+    if report.skipped_head:
+        _, ckpt_shape, model_shape = report.skipped_head[0]
+        skipped = (f"; {len(report.skipped_head)} class-count-dependent head tensors left out "
+                   f"({ckpt_shape[0]} classes in the checkpoint, {model_shape[0]} in the model)")
+    print(f"pretrained weights: {report.fit_line()}{skipped}")
+    return report
 
 
 def train(config: str | Path, work_dir: str | Path | None = None, device: str = defaults.DEVICE,
           epochs: int | None = None, from_scratch: bool = False, resume: bool = False,
           cfg_options: dict | None = None, launcher: str = "none", data_root: str | Path | None = None,
           time_budget: float | None = None, precision: str = defaults.PRECISION, quiet: bool = False,
-          retrain: bool = False, val_loss: bool = True) -> Path:
+          retrain: bool = False, val_loss: bool = True, load_from: str | Path | None = None) -> Path:
     """Train; returns the work dir. Checkpoints, logs and curves' data end up there.
 
     ``config`` ``auto`` picks the recipe for this machine (``engine.config.choose_recipe``).
@@ -64,15 +90,21 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     ``quiet``: a progress bar instead of mmengine's console log (which still goes to the log file).
     ``precision``: ``auto`` (bf16 autocast on a CPU with native bfloat16), ``fp32`` or ``bf16``.
     ``val_loss``: the losses on the val split at each validation (``hooks.ValLossHook``).
+    ``load_from``: a checkpoint (path or URL) to fine-tune from instead of the config's; ``auto`` then
+    picks a fine-tuning recipe. It is checked before anything is trained (``check_load_from``).
     """
+    if load_from and from_scratch:
+        raise TrainError(f"load_from={load_from} and from_scratch=True ask for opposite things: drop one of them")
     device = pick_device(device)
-    config = resolve_recipe(config, device)
+    config = resolve_recipe(config, device, load_from=load_from)
     precision, why = resolve_precision(precision, device)
     if not quiet:
         print(f"precision: {why}")
     cfg = build_config(config, work_dir=work_dir, epochs=epochs, from_scratch=from_scratch, resume=resume,
                        cfg_options=cfg_options, launcher=launcher, device=device, data_root=data_root,
                        precision=precision)
+    if load_from:
+        cfg.load_from = str(load_from)
     if retrain and resume:
         raise TrainError("retrain=True starts over and resume=True continues: ask for one of them")
     state, done = run_state(cfg)
@@ -80,18 +112,17 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
         print(f"{display_path(cfg.work_dir)} holds the finished run (epoch {done} of {done}): reusing it "
               f"(retrain=True / --retrain trains again)")
         return Path(cfg.work_dir)
+    resume = state == "interrupted" and not retrain  # an explicit resume with nothing to resume starts over
+    if not resume:
+        cfg.resume = False
+        check_load_from(cfg)  # before anything is moved or written: a bad checkpoint stops here
     if state != "new" and retrain:
         move_run_aside(cfg.work_dir)
-        state = "new"
-    resume = state == "interrupted"  # an explicit resume with nothing to resume trains from the start
     if resume:
         print(f"resuming the interrupted run in {display_path(cfg.work_dir)} after epoch {done} "
               f"of {cfg.train_cfg.max_epochs}")
         cfg.resume = True
         cfg.load_from = None  # mmengine resumes *from* load_from when one is set: the work dir's latest instead
-    else:
-        cfg.resume = False
-        check_load_from(cfg)
     if time_budget:
         cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="TimeBudgetHook", seconds=time_budget)]
 

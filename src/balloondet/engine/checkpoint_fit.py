@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from mmengine.hooks import Hook
 
+from balloondet.core import defaults
 from balloondet.core.errors import CheckpointMismatchError
 from balloondet.engine.compat import runner_checkpoint
 
@@ -27,6 +28,18 @@ class FitReport:
     missing: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, checkpoint shape, model shape)
     skipped_head: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # class-count-dependent (fine-tuning)
+    parts: dict[str, list[int]] = field(default_factory=dict)  # "backbone" -> [tensors that fit, model tensors]
+
+    def part_share(self, part: str) -> float:
+        """The share of a part's model tensors (``backbone``, ``neck``...) present with the model's shape."""
+        fit, total = self.parts.get(part, (0, 0))
+        return fit / total if total else 1.0
+
+    def fit_line(self) -> str:
+        """How much of each pretrained part fits, in one line: ``backbone 100 % (96 of 96 tensors), ...``."""
+        shares = [f"{part} {100 * self.part_share(part):.0f} % ({self.parts[part][0]} of {self.parts[part][1]} tensors)"
+                  for part in defaults.PRETRAINED_PARTS if part in self.parts]
+        return f"{self.path}: {', '.join(shares)} fit this model"
 
     def summary(self) -> str:
         text = (f"{self.path}: {len(self.missing)} of {self.total} model tensors missing, "
@@ -76,8 +89,9 @@ def check_fits(model: torch.nn.Module, checkpoint: Any, path: str | Path,
     Loading a trained model (``allow_head_mismatch=False``): any missing or shape-mismatched
     model tensor raises :class:`CheckpointMismatchError`. Fine-tuning
     (``allow_head_mismatch=True``): head classifier tensors that differ only in the class count
-    are reported in ``skipped_head``; the rest raises only when most of the model (more than
-    half of its tensors) would stay unloaded.
+    are reported in ``skipped_head``; the checkpoint is refused when less than
+    ``defaults.PRETRAINED_FIT`` of the backbone's tensors, or of the neck's, fit (another model:
+    another RTMDet size, an ImageNet classifier whose neck is missing, a detector of another family).
     """
     import torch
 
@@ -91,6 +105,9 @@ def check_fits(model: torch.nn.Module, checkpoint: Any, path: str | Path,
                 if isinstance(v, torch.Tensor) and not k.endswith("num_batches_tracked")}
     report = FitReport(path=path, total=len(expected))
     for key, shape in expected.items():
+        count = report.parts.setdefault(key.split(".")[0], [0, 0])
+        count[1] += 1
+        count[0] += shapes.get(key) == shape
         if key not in shapes:
             report.missing.append(key)
         elif shapes[key] != shape:
@@ -100,12 +117,30 @@ def check_fits(model: torch.nn.Module, checkpoint: Any, path: str | Path,
             else:
                 report.mismatched.append(entry)
     bad = len(report.missing) + len(report.mismatched)
-    if bad and (not allow_head_mismatch or bad > report.total // 2):
-        hint = "is this a checkpoint of this config?"
-        if allow_head_mismatch:
-            hint = "most of the model would stay unloaded; " + hint
-        raise CheckpointMismatchError(f"{report.summary()}; {hint}")
+    if bad and not allow_head_mismatch:
+        raise CheckpointMismatchError(f"{report.summary()}; is this a checkpoint of this config?")
+    short = [p for p in defaults.PRETRAINED_PARTS if report.part_share(p) < defaults.PRETRAINED_FIT]
+    if allow_head_mismatch and short:
+        need = f"{100 * defaults.PRETRAINED_FIT:.0f} %"
+        raise CheckpointMismatchError(
+            f"{report.fit_line()}; fine-tuning needs at least {need} of the {' and the '.join(short)} "
+            f"to fit: is this a checkpoint of this model (RTMDet-tiny)? {report.summary().split(': ', 1)[1]}")
     return report
+
+
+def check_pretrained(cfg: Any, path: str | Path) -> FitReport:
+    """Check a checkpoint to fine-tune from against the model ``cfg`` builds, before any training: read
+    safely (``safe_load``), then ``check_fits`` in fine-tuning mode (enough of the backbone and the neck
+    must fit). Raises a :class:`~balloondet.core.errors.CheckpointError` naming the file otherwise."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from balloondet.engine.checkpoint import safe_load
+
+    checkpoint = safe_load(path)
+    register_all_modules()
+    model = MODELS.build(cfg.model)
+    return check_fits(model, checkpoint, path, allow_head_mismatch=True)
 
 
 class CheckpointFitHook(Hook):

@@ -233,24 +233,34 @@ def coco_checkpoint_at_hand(url: str | None, timeout: float = 10.0) -> tuple[boo
 
 
 def choose_recipe(device: str = defaults.DEVICE,
-                  probe: Callable[[str | None], tuple[bool, str]] = coco_checkpoint_at_hand) -> tuple[str, str]:
-    """The config that ``auto`` stands for on this machine, and why.
+                  probe: Callable[[str | None], tuple[bool, str]] | None = None,
+                  load_from: str | Path | None = None) -> tuple[str, str]:
+    """The config that ``auto`` stands for on this machine, and why (one line).
 
-    CUDA: fine-tune from COCO when its checkpoint is cached or reachable, else the GPU
-    from-scratch recipe (640 px); no CUDA: the from-scratch CPU recipe (320 px).
+    Fine-tune from COCO wherever its checkpoint is at hand (``load_from`` given, or the recipe's own
+    checkpoint cached or its server answering): the CPU fine-tune without CUDA, the GPU one with it.
+    From scratch only when no checkpoint can be had: the CPU recipe (320 px) or the GPU one (640 px).
+    ``probe(url) -> (at hand, why)`` looks for the checkpoint (default: ``coco_checkpoint_at_hand``).
     """
-    if pick_device(device) == "cpu":
-        return defaults.CPU_CONFIG, "no CUDA device: the from-scratch CPU recipe (trains at 320 px, tests at 640)"
-    ok, why = probe(build_config(defaults.GPU_CONFIG).get("load_from"))
+    cuda = pick_device(device) == "cuda"
+    finetune, scratch = (defaults.GPU_CONFIG, defaults.GPU_SCRATCH_CONFIG) if cuda else \
+        (defaults.CPU_FINETUNE_CONFIG, defaults.CPU_CONFIG)
+    where = "CUDA" if cuda else "no CUDA device"
+    how = "fine-tune it" if cuda else "fine-tune it on the CPU (frozen backbone, 40 epochs at 320 px)"
+    if load_from:
+        return finetune, f"{where}, and a checkpoint was given ({load_from}): {how}"
+    ok, why = (probe or coco_checkpoint_at_hand)(build_config(finetune).get("load_from"))
     if ok:
-        return defaults.GPU_CONFIG, f"CUDA, and the COCO checkpoint is at hand ({why}): fine-tune it"
-    return defaults.GPU_SCRATCH_CONFIG, f"CUDA, but no COCO checkpoint ({why}): the GPU from-scratch recipe (640 px)"
+        return finetune, f"{where}, and the COCO checkpoint is at hand ({why}): {how}"
+    size = "640 px" if cuda else "300 epochs at 320 px"
+    return scratch, f"{where}, and no COCO checkpoint ({why}): from scratch ({size})"
 
 
-def resolve_recipe(config: str | Path, device: str = defaults.DEVICE) -> str | Path:
+def resolve_recipe(config: str | Path, device: str = defaults.DEVICE,
+                   load_from: str | Path | None = None) -> str | Path:
     """``config`` itself, or for ``auto`` the recipe ``choose_recipe`` picks (printed with the reason)."""
     if str(config) != defaults.AUTO:
         return config
-    chosen, why = choose_recipe(device)
+    chosen, why = choose_recipe(device, load_from=load_from)
     print(f"recipe: {chosen} ({why})")
     return chosen
