@@ -35,6 +35,7 @@ WORK_DIRS = "work_dirs"  # runs go to WORK_DIRS/<config name> unless told otherw
 DEVICE = "auto"
 DEVICES = ("auto", "cpu", "cuda")
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+IMAGE_CACHE = True  # train and test decode each image once per run (engine.image_cache), memory permitting
 PRECISION = "auto"  # bf16 autocast on a CPU with native bfloat16, else fp32 (engine.precision.resolve_precision)
 PRECISIONS = ("auto", "fp32", "bf16")
 

@@ -20,7 +20,8 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
                         device: str = defaults.DEVICE, cfg_options: dict | None = None,
                         data_root: str | Path | None = None,
                         precision: str = defaults.PRECISION, quiet: bool = False,
-                        bootstrap: int = defaults.BOOTSTRAP_SAMPLES, tta: bool = False) -> dict[str, float]:
+                        bootstrap: int = defaults.BOOTSTRAP_SAMPLES, tta: bool = False,
+                        image_cache: bool = defaults.IMAGE_CACHE) -> dict[str, float]:
     """Evaluate ``checkpoint``; prints the 12-line COCO summary and returns the metrics.
 
     Also writes ``WORK_DIR/test_metrics.json`` and the raw detections
@@ -30,6 +31,8 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
     nothing else of mmengine's output (its log file keeps all of it). ``tta``: mmdet's test-time augmentation
     with RTMDet's settings (``tta.use_tta``), recorded as ``"tta"`` in test_metrics.json, beside the model's
     ``seconds_per_image`` (``engine.hooks.InferenceTimeHook``), the precision and the device.
+    ``image_cache``: images decoded once per process (``engine.image_cache``): a notebook's test reuses what
+    its training decoded.
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -52,7 +55,10 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
 
     from balloondet.engine.checkpoint_fit import CheckpointFitHook
     from balloondet.engine.hooks import InferenceTimeHook
+    from balloondet.engine.image_cache import use_image_cache
 
+    if image_cache:
+        use_image_cache(cfg)
     register_all_modules()
     allow_mmengine_checkpoints()
     with runner_device(device), unformatted_config_text(), quiet_console(quiet) as console:

@@ -80,7 +80,8 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
           epochs: int | None = None, from_scratch: bool = False, resume: bool = False,
           cfg_options: dict | None = None, launcher: str = "none", data_root: str | Path | None = None,
           time_budget: float | None = None, precision: str = defaults.PRECISION, quiet: bool = False,
-          retrain: bool = False, val_loss: bool = True, load_from: str | Path | None = None) -> Path:
+          retrain: bool = False, val_loss: bool = True, load_from: str | Path | None = None,
+          image_cache: bool = defaults.IMAGE_CACHE) -> Path:
     """Train; returns the work dir. Checkpoints, logs and curves' data end up there.
 
     ``config`` ``auto`` picks the recipe for this machine (``engine.config.choose_recipe``).
@@ -92,6 +93,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     ``val_loss``: the losses on the val split at each validation (``hooks.ValLossHook``).
     ``load_from``: a checkpoint (path or URL) to fine-tune from instead of the config's; ``auto`` then
     picks a fine-tuning recipe. It is checked before anything is trained (``check_load_from``).
+    ``image_cache``: decode each image once (``engine.image_cache``), where the memory allows.
     """
     if load_from and from_scratch:
         raise TrainError(f"load_from={load_from} and from_scratch=True ask for opposite things: drop one of them")
@@ -131,6 +133,10 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
 
     register_all_modules()
     from balloondet.engine import hooks  # registers TimeBudgetHook, ProgressBarHook and ValLossHook
+    from balloondet.engine.image_cache import use_image_cache
+
+    if image_cache:
+        use_image_cache(cfg)
     from balloondet.engine.checkpoint_fit import CheckpointFitHook
 
     allow_mmengine_checkpoints()  # --resume and load_from read checkpoints
