@@ -134,7 +134,8 @@ def _cam(a: argparse.Namespace) -> None:
 
 
 def _cam_eval(a: argparse.Namespace) -> None:
-    from balloondet.explain.cam_eval import cam_eval, format_table
+    from balloondet.explain.cam_eval import cam_eval
+    from balloondet.explain.cam_eval_report import format_table
 
     result = cam_eval(_detector(a), a.folder, methods=a.methods, layers=a.layers, step=a.step,
                       max_images=a.max_images, baselines=not a.no_baselines,

@@ -56,3 +56,21 @@ def test_prepare_files_and_arrays_alike_without_copying_the_pipeline(fitting_che
 def test_missing_checkpoint_is_said_before_anything_loads(tmp_path):
     with pytest.raises(ModelError, match="checkpoint not found.*balloondet train"):
         Detector.load(SMOKE, tmp_path / "missing.pth")
+
+
+@pytest.mark.train
+def test_channels_last_predicts_what_the_default_layout_predicts(trained_smoke, synthetic_root):
+    """The same boxes and scores up to float rounding (other convolution kernels), the inputs in channels-last."""
+    from balloondet.explain.wrapper import predict_boxes
+
+    plain = Detector.load(SMOKE, trained_smoke["checkpoint"], device="cpu", precision="fp32")
+    fast = Detector.load(SMOKE, trained_smoke["checkpoint"], device="cpu", precision="fp32", channels_last=True)
+    assert fast.model.backbone.stem[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for image in sorted((synthetic_root / "val").glob("*.jpg"))[:3]:
+        inputs, sample = fast.prepare(image)
+        assert inputs.is_contiguous(memory_format=torch.channels_last)
+        a, b = predict_boxes(plain.model, *plain.prepare(image)), predict_boxes(fast.model, inputs, sample)
+        kept = a.scores > 0.05
+        assert len(a.scores) == len(b.scores) and kept.any()
+        assert torch.allclose(a.bboxes[kept], b.bboxes[kept], atol=1e-2)
+        assert torch.allclose(a.scores[kept], b.scores[kept], atol=1e-4)

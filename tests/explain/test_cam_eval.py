@@ -9,13 +9,13 @@ import torch
 from balloondet.core.errors import ConfigError
 from balloondet.explain.cam_eval import (
     auc,
-    format_table,
     fractions_for,
     perturbed,
     pixel_ranks,
     rank_correlation,
     table_rows,
 )
+from balloondet.explain.cam_eval_report import format_table
 
 
 def test_fractions_and_auc():

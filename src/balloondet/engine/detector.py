@@ -41,12 +41,15 @@ class Detector:
     classes: tuple[str, ...]
     device: str  # cpu | cuda
     precision: str = "fp32"  # fp32 | bf16
+    channels_last: bool = False  # the model's weights, and the inputs prepare() makes, in channels-last layout
 
     @classmethod
     def load(cls, config: str | Path, checkpoint: str | Path, device: str = defaults.DEVICE,
-             precision: str = defaults.PRECISION) -> Detector:
+             precision: str = defaults.PRECISION, channels_last: bool = defaults.CHANNELS_LAST) -> Detector:
         """The detector of ``config`` with the weights of ``checkpoint`` (EMA weights, for our runs), on
-        ``device`` (``auto``, ``cpu``, ``cuda``) in ``precision`` (``auto``, ``fp32``, ``bf16``).
+        ``device`` (``auto``, ``cpu``, ``cuda``) in ``precision`` (``auto``, ``fp32``, ``bf16``);
+        ``channels_last``: the convolutions in channels-last layout, on the CPU only (faster there: see the
+        default; not measured on CUDA, which keeps the default layout).
 
         The checkpoint is read through the safe loader and must fit the model (every backbone, neck
         and head tensor), else a clear error.
@@ -77,11 +80,12 @@ class Detector:
         separable_max_pools(model)
         if precision == "bf16":
             keep_head_fp32(model)
-        return cls.from_model(model, precision)
+        return cls.from_model(model, precision, channels_last=channels_last and device == "cpu")
 
     @classmethod
-    def from_model(cls, model: BaseDetector, precision: str = "fp32") -> Detector:
-        """A ``Detector`` around a built model (its ``cfg`` and ``dataset_meta`` set, as ``init_detector`` does)."""
+    def from_model(cls, model: BaseDetector, precision: str = "fp32", channels_last: bool = False) -> Detector:
+        """A ``Detector`` around a built model (its ``cfg`` and ``dataset_meta`` set, as ``init_detector`` does);
+        ``channels_last`` converts the model's weights (in place) and the inputs ``prepare`` makes."""
         from mmcv.transforms import Compose
         from mmdet.utils import get_test_pipeline_cfg
 
@@ -89,12 +93,23 @@ class Detector:
         arrays = copy.deepcopy(files)
         arrays[0].type = "mmdet.LoadImageFromNDArray"  # what inference_detector does for arrays
         device = next(model.parameters()).device.type
+        if channels_last:
+            import torch
+
+            model.to(memory_format=torch.channels_last)
         return cls(model=model, pipeline=Compose(files), array_pipeline=Compose(arrays),
-                   classes=tuple(model.dataset_meta["classes"]), device=device, precision=precision)
+                   classes=tuple(model.dataset_meta["classes"]), device=device, precision=precision,
+                   channels_last=channels_last)
 
     def with_model(self, model: BaseDetector) -> Detector:
         """The same pipelines, classes, device and precision around another model (e.g. a re-initialised copy)."""
         return replace(self, model=model)
+
+    def layout(self, inputs: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory layout this detector's convolutions use (channels-last or the default)."""
+        import torch
+
+        return inputs.contiguous(memory_format=torch.channels_last) if self.channels_last else inputs
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Inside the block, inference runs in this detector's precision (bf16 autocast on the CPU, or fp32)."""
@@ -125,7 +140,7 @@ class Detector:
             data = self.array_pipeline(dict(img=np.ascontiguousarray(image[..., ::-1]), img_id=0))  # loader's BGR
         data = self.model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]},
                                             False)
-        return data["inputs"], data["data_samples"][0]
+        return self.layout(data["inputs"]), data["data_samples"][0]
 
 
 def find_checkpoint(work_dir: str | Path) -> Path:
