@@ -25,7 +25,7 @@ PY ?= 3.$(PY_MINOR)
 WHEELHOUSE_DIR ?= wheelhouse
 DEV ?= 1
 
-.PHONY: setup lint test test-fast run notebook bench lock wheelhouse gpu-assets gpu-check bf16-check clean
+.PHONY: setup lint test test-fast run notebook bench bench-loop lock wheelhouse gpu-assets gpu-check bf16-check clean
 setup:
 	@PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV)
 
@@ -46,6 +46,9 @@ notebook: setup
 
 bench: setup
 	$(BIN)/python bench/benchmark.py
+
+bench-loop: setup  ## the real training iteration beside the model step, image cache on and off (needs data/balloon)
+	$(BIN)/python bench/train_loop.py --workers 2 --threads 2
 
 lock: setup  ## regenerate requirements.lock (uv, hashes) after changing a pin
 	UV=$(BIN)/uv bash scripts/lock.sh

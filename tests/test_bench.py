@@ -130,3 +130,33 @@ def test_bf16_check_refuses_where_bf16_is_emulated(tmp_path):
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "bf16 is emulated on this CPU" in done.stdout and "BF16_CHECK_DRY=1" in done.stdout
     assert not out.exists() and (REPO / ".bf16").exists() == made_before  # refused before it made anything
+
+
+# ---------------------------------------------------------------- bench/train_loop.py and standin_checkpoint.py
+
+
+@pytest.mark.subprocess
+def test_train_loop_times_the_iteration_beside_the_step(tmp_path, synthetic_root):
+    out = tmp_path / "loop.jsonl"
+    command = [sys.executable, str(BENCH / "train_loop.py"), "--config", "rtmdet_tiny_smoke_synthetic", "--data-root",
+               str(synthetic_root), "--epochs", "2", "--cache", "on", "off", "--workers", "0", "--threads", "2",
+               "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["cache"] for r in rows) == ["off", "on"]
+    for row in rows:  # the second epoch's iterations (6 a epoch: 48 images, batch 8), the first one's end excluded
+        assert row["iterations"] == 5 and row["step_s"] > 0
+        assert row["iteration_s"] >= 0.8 * row["step_s"]  # an iteration holds its step
+        assert row["iteration_per_step"] == pytest.approx(row["iteration_s"] / row["step_s"])
+    assert "medians over the rounds" in done.stdout
+
+
+def test_standin_checkpoint_has_the_coco_models_tensors(tmp_path, coco_head_state_dict):
+    import standin_checkpoint
+    import torch
+
+    path = standin_checkpoint.make_standin(tmp_path / "standin.pth")
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in coco_head_state_dict.items()}
+    assert state["bbox_head.rtm_cls.0.weight"].shape[0] == 80
