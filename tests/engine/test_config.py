@@ -162,6 +162,15 @@ def test_auto_fine_tunes_wherever_the_coco_checkpoint_is_at_hand(cuda, checkpoin
     assert build_config(config).load_from == (url if checkpoint != "absent" else None)
 
 
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "cuda"])
+def test_from_scratch_asks_for_the_scratch_recipe_whatever_is_at_hand(cuda, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    config, why = choose_recipe("auto", probe=lambda url: pytest.fail("nothing to look for"), from_scratch=True)
+    assert config == RECIPES[cuda, False] and "from scratch was asked for" in why
+    cfg = build_config(defaults.CPU_FINETUNE_CONFIG, from_scratch=True)  # a fine-tune recipe asked to start from zero
+    assert cfg.load_from is None and cfg.model.backbone.frozen_stages == -1  # random weights are not frozen
+
+
 def test_the_cpu_fine_tune_is_the_published_recipe_at_320_px():
     """mmyolo's cat fine-tune (frozen backbone, batch 12, AdamW 0.004, 40 epochs, last 5 without Mosaic), at 320 px."""
     cfg = build_config(defaults.CPU_FINETUNE_CONFIG)

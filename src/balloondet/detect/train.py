@@ -98,7 +98,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     if load_from and from_scratch:
         raise TrainError(f"load_from={load_from} and from_scratch=True ask for opposite things: drop one of them")
     device = pick_device(device)
-    config = resolve_recipe(config, device, load_from=load_from)
+    config = resolve_recipe(config, device, load_from=load_from, from_scratch=from_scratch)
     precision, why = resolve_precision(precision, device)
     if not quiet:
         print(f"precision: {why}")

@@ -102,10 +102,13 @@ def set_epochs(cfg: Config, epochs: int) -> None:
 
 
 def set_from_scratch(cfg: Config) -> None:
-    """No pretrained weights at all: neither the COCO checkpoint nor the ImageNet backbone."""
+    """No pretrained weights at all: neither the COCO checkpoint nor the ImageNet backbone; a backbone the
+    recipe freezes for fine-tuning is trained (frozen random weights would learn nothing)."""
     cfg.load_from = None
     if cfg.model.get("backbone", {}).get("init_cfg"):
         cfg.model.backbone.init_cfg = None
+    if cfg.model.get("backbone", {}).get("frozen_stages", -1) != -1:
+        cfg.model.backbone.frozen_stages = -1
 
 
 def set_data_root(cfg: Config, data_root: str | Path) -> None:
@@ -234,33 +237,36 @@ def coco_checkpoint_at_hand(url: str | None, timeout: float = 10.0) -> tuple[boo
 
 def choose_recipe(device: str = defaults.DEVICE,
                   probe: Callable[[str | None], tuple[bool, str]] | None = None,
-                  load_from: str | Path | None = None) -> tuple[str, str]:
+                  load_from: str | Path | None = None, from_scratch: bool = False) -> tuple[str, str]:
     """The config that ``auto`` stands for on this machine, and why (one line).
 
     Fine-tune from COCO wherever its checkpoint is at hand (``load_from`` given, or the recipe's own
     checkpoint cached or its server answering): the CPU fine-tune without CUDA, the GPU one with it.
     From scratch only when no checkpoint can be had: the CPU recipe (320 px) or the GPU one (640 px).
-    ``probe(url) -> (at hand, why)`` looks for the checkpoint (default: ``coco_checkpoint_at_hand``).
+    ``probe(url) -> (at hand, why)`` looks for the checkpoint (default: ``coco_checkpoint_at_hand``);
+    ``from_scratch`` asks for the from-scratch recipe whatever is at hand.
     """
     cuda = pick_device(device) == "cuda"
     finetune, scratch = (defaults.GPU_CONFIG, defaults.GPU_SCRATCH_CONFIG) if cuda else \
         (defaults.CPU_FINETUNE_CONFIG, defaults.CPU_CONFIG)
     where = "CUDA" if cuda else "no CUDA device"
     how = "fine-tune it" if cuda else "fine-tune it on the CPU (frozen backbone, 40 epochs at 320 px)"
+    size = "640 px" if cuda else "300 epochs at 320 px"
+    if from_scratch:
+        return scratch, f"{where}, and from scratch was asked for: the from-scratch recipe ({size})"
     if load_from:
         return finetune, f"{where}, and a checkpoint was given ({load_from}): {how}"
     ok, why = (probe or coco_checkpoint_at_hand)(build_config(finetune).get("load_from"))
     if ok:
         return finetune, f"{where}, and the COCO checkpoint is at hand ({why}): {how}"
-    size = "640 px" if cuda else "300 epochs at 320 px"
     return scratch, f"{where}, and no COCO checkpoint ({why}): from scratch ({size})"
 
 
 def resolve_recipe(config: str | Path, device: str = defaults.DEVICE,
-                   load_from: str | Path | None = None) -> str | Path:
+                   load_from: str | Path | None = None, from_scratch: bool = False) -> str | Path:
     """``config`` itself, or for ``auto`` the recipe ``choose_recipe`` picks (printed with the reason)."""
     if str(config) != defaults.AUTO:
         return config
-    chosen, why = choose_recipe(device, load_from=load_from)
+    chosen, why = choose_recipe(device, load_from=load_from, from_scratch=from_scratch)
     print(f"recipe: {chosen} ({why})")
     return chosen
