@@ -91,13 +91,16 @@ def test_copy_paste_experiment_pipeline_runs_on_converted_polygons(synthetic_roo
     assert sum(boxes) > 0
 
 
-def test_every_experiment_config_builds_on_the_cpu_recipe():
+def test_every_experiment_config_builds_on_a_cpu_recipe():
+    """Each experiment is named after the recipe it varies and keeps that recipe's weights, schedule and test."""
+    from balloondet.core import defaults
     from balloondet.engine.config import build_config, config_dirs
 
     names = sorted(p.stem for d in config_dirs() for p in (d / "experiments").glob("*.py"))
-    assert len(names) >= 3
-    recipe = build_config("rtmdet_tiny_cpu-scratch_balloon")
+    assert len(names) >= 4
+    recipes = {name: build_config(name) for name in (defaults.CPU_CONFIG, defaults.CPU_FINETUNE_CONFIG)}
     for name in names:
-        cfg = build_config(f"experiments/{name}")
-        assert cfg.load_from is None and cfg.train_cfg.max_epochs == recipe.train_cfg.max_epochs, name
+        base = next(r for r in recipes if name.startswith(r + "_"))
+        recipe, cfg = recipes[base], build_config(f"experiments/{name}")
+        assert cfg.load_from == recipe.load_from and cfg.train_cfg.max_epochs == recipe.train_cfg.max_epochs, name
         assert cfg.test_dataloader.dataset.pipeline == recipe.test_dataloader.dataset.pipeline, name

@@ -6,10 +6,11 @@
 - ``unpickler``: the allow-list of what a checkpoint may hold, and the restricted unpickler.
 - ``checkpoint``: ``safe_load``, and mmengine's checkpoint loading routed through it.
 - ``download``: checkpoint downloads, verified against the hash prefix in their names.
-- ``checkpoint_fit``: does a checkpoint fit a model (``check_fits``, ``CheckpointFitHook``).
+- ``checkpoint_fit``: does a checkpoint fit a model (``check_fits``, ``check_pretrained``, ``CheckpointFitHook``).
 - ``precision``: bf16 on the CPU (the convolutions in bf16, the detection head in fp32).
 - ``hooks``: mmengine hooks a config can name (a time budget, a progress bar, the val loss).
 - ``transforms``: data transforms a config can name (``CachedCopyPaste``).
+- ``image_cache``: decode each image once per run (``CachedLoadImageFromFile``, ``ImageCacheHook``).
 - ``detector``: ``Detector``, a trained model loaded once with its test pipeline; a run's checkpoint.
 - ``tta``: a config that tests with mmdet's test-time augmentation (RTMDet's scales and flips).
 """

@@ -12,4 +12,5 @@
 - ``plots``: the CAM figures.
 - ``cam``: the `cam` step.
 - ``cam_eval``: the `cam-eval` step: is a CAM faithful to the detector?
+- ``cam_eval_report``: cam-eval's results, its table, files and figure.
 """
