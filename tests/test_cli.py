@@ -33,6 +33,11 @@ def test_shared_arguments_have_one_default():
         assert parse(*verb).data_root == defaults.DATA_ROOT
     assert parse("data", "--root", "data/synthetic").data_root == "data/synthetic"  # the older spelling
     assert parse("train", "c").data_root is None  # train/test: None keeps the config's dataset
+    for verb in (["train", "c"], ["test", "c", "k"]):
+        assert parse(*verb).image_cache is defaults.IMAGE_CACHE is True
+        assert parse(*verb, "--no-image-cache").image_cache is False
+    assert parse("train", "c", "--load-from", "coco.pth").load_from == "coco.pth"
+    assert parse("train", "c").load_from is None
     for verb in (["cam", "c", "k", "i"], ["cam-eval", "c", "k", "f"]):
         assert parse(*verb).drise_masks is None  # None: defaults.DRISE_MASKS, read where D-RISE runs
         assert parse(*verb, "--drise-masks", "200").drise_masks == 200

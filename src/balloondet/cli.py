@@ -44,7 +44,8 @@ def _train(a: argparse.Namespace) -> None:
 
     work_dir = train(a.config, work_dir=a.work_dir, device=a.device, epochs=a.epochs, from_scratch=a.from_scratch,
                      resume=a.resume, cfg_options=a.cfg_options, launcher=a.launcher, data_root=a.data_root,
-                     precision=a.precision, quiet=a.quiet, retrain=a.retrain, load_from=a.load_from)
+                     precision=a.precision, quiet=a.quiet, retrain=a.retrain, load_from=a.load_from,
+                     image_cache=a.image_cache)
     print(f"work dir: {display_path(work_dir)}")
 
 
@@ -52,7 +53,8 @@ def _test(a: argparse.Namespace) -> None:
     from balloondet.detect.test import evaluate_checkpoint
 
     evaluate_checkpoint(a.config, a.checkpoint, work_dir=a.work_dir, device=a.device, cfg_options=a.cfg_options,
-                        data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap, tta=a.tta)
+                        data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap, tta=a.tta,
+                        image_cache=a.image_cache)
 
 
 def _curves(a: argparse.Namespace) -> None:
@@ -242,6 +244,11 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     p["cfg_options"] = parent()
     p["cfg_options"].add_argument("--cfg-options", nargs="+", action=_cfg_options_action(), metavar="KEY=VALUE",
                                   help="override config entries, e.g. train_dataloader.batch_size=4")
+    p["image_cache"] = parent()
+    p["image_cache"].add_argument("--no-image-cache", dest="image_cache", action="store_false",
+                                  default=defaults.IMAGE_CACHE,
+                                  help="decode the images again each time instead of once per run (the cache turns "
+                                       "itself off where memory is short)")
     p["data_root"] = parent()  # the converted dataset a verb reads or writes
     p["data_root"].add_argument("--data-root", "--root", dest="data_root", default=defaults.DATA_ROOT,
                                 help="the converted dataset (default: %(default)s)")
@@ -289,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_plot_dataset)
 
     s = sub.add_parser("train", parents=[shared["config"], shared["device"], shared["precision"],
-                                         shared["data_root_override"], shared["cfg_options"]],
+                                         shared["data_root_override"], shared["cfg_options"], shared["image_cache"]],
                        help="train a detector with mmengine's Runner")
     s.add_argument("--work-dir", help=f"default: {defaults.WORK_DIRS}/CONFIG_NAME")
     s.add_argument("--epochs", type=int, help="change the schedule length (milestones move in proportion)")
@@ -309,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_train)
 
     s = sub.add_parser("test", parents=[shared["model"], shared["device"], shared["precision"],
-                                        shared["data_root_override"], shared["cfg_options"]],
+                                        shared["data_root_override"], shared["cfg_options"], shared["image_cache"]],
                        help="COCO bbox metrics of a checkpoint on the val split")
     s.add_argument("--work-dir", help="where metrics go (default: the checkpoint's folder)")
     s.add_argument("--quiet", action="store_true", help="only the 12-line COCO summary of mmengine's output")
