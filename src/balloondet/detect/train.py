@@ -67,12 +67,7 @@ def check_load_from(cfg: Config) -> FitReport | None:
             err.args = (f"{err} (deleted from the cache)",)
         raise
     cfg.load_from = str(local)
-    skipped = ""
-    if report.skipped_head:
-        _, ckpt_shape, model_shape = report.skipped_head[0]
-        skipped = (f"; {len(report.skipped_head)} class-count-dependent head tensors left out "
-                   f"({ckpt_shape[0]} classes in the checkpoint, {model_shape[0]} in the model)")
-    print(f"pretrained weights: {report.fit_line()}{skipped}")
+    print(f"pretrained weights: {report.fine_tune_line()}")
     return report
 
 
@@ -133,11 +128,11 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
 
     register_all_modules()
     from balloondet.engine import hooks  # registers TimeBudgetHook, ProgressBarHook and ValLossHook
+    from balloondet.engine.checkpoint_fit import CheckpointFitHook
     from balloondet.engine.image_cache import use_image_cache
 
     if image_cache:
         use_image_cache(cfg)
-    from balloondet.engine.checkpoint_fit import CheckpointFitHook
 
     allow_mmengine_checkpoints()  # --resume and load_from read checkpoints
     if launcher != "none" and device == "cpu":

@@ -41,6 +41,14 @@ class FitReport:
                   for part in defaults.PRETRAINED_PARTS if part in self.parts]
         return f"{self.path}: {', '.join(shares)} fit this model"
 
+    def fine_tune_line(self) -> str:
+        """``fit_line`` and, when fine-tuning leaves head tensors out, how many and why, in one line."""
+        if not self.skipped_head:
+            return self.fit_line()
+        _, ckpt_shape, model_shape = self.skipped_head[0]
+        return (f"{self.fit_line()}; {len(self.skipped_head)} class-count-dependent head tensors left out "
+                f"({ckpt_shape[0]} classes in the checkpoint, {model_shape[0]} in the model)")
+
     def summary(self) -> str:
         text = (f"{self.path}: {len(self.missing)} of {self.total} model tensors missing, "
                 f"{len(self.mismatched)} shape mismatches")
