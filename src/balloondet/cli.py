@@ -21,7 +21,22 @@ def _data(a: argparse.Namespace) -> None:
     from balloondet.data.prepare import prepare_data
 
     prepare_data(source=a.source, root=a.data_root, synthetic=a.synthetic, seed=a.seed, force=a.force,
-                 local_archive=a.local_archive)
+                 local_archive=a.local_archive, fmt=a.format, val_fraction=a.val_fraction, split_seed=a.split_seed,
+                 class_attribute=a.class_attribute)
+
+
+def _check_data(a: argparse.Namespace) -> None:
+    from balloondet.data.health import check_data
+    from balloondet.data.plot import plot_health
+
+    report = check_data(a.data_root)
+    print(report.summary())
+    print(report.table())
+    if report.notes:
+        print(report.details())
+    plot_health(report, out=a.out)
+    print(f"wrote {a.out}")
+    report.raise_for_faults()
 
 
 def _convert(a: argparse.Namespace) -> None:
@@ -271,8 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     s = sub.add_parser("data", parents=[shared["data_root"]],
-                       help="download the balloon archive (or use a local copy) and convert it to COCO")
-    s.add_argument("--source", help="URL, local .zip or extracted folder (default: the local copy, else download)")
+                       help="bring a data set (default: the balloon archive), check it and convert it to COCO")
+    s.add_argument("--source", help="your data set: a URL, a .zip or a folder, in COCO, VIA, YOLO or Pascal VOC "
+                                    "(default: the balloon archive's local copy, else its download)")
+    s.add_argument("--format", choices=defaults.DATA_FORMATS, help="the source's format (default: detected)")
+    s.add_argument("--val-fraction", type=float, default=defaults.VAL_FRACTION,
+                   help="for a data set without train and val: the share of images put into val (default: %(default)s)")
+    s.add_argument("--split-seed", type=int, default=defaults.SPLIT_SEED,
+                   help="... shuffled with this seed first (default: %(default)s); written to DATA_ROOT/split.json")
+    s.add_argument("--class-attribute", help="VIA: the region attribute holding the class (default: one class, "
+                                             "'balloon')")
     s.add_argument("--local-archive", default=defaults.app_local_archive(),
                    help=f"local copy of the official archive, used instead of a download when it exists "
                         f"(default: ${defaults.LOCAL_ARCHIVE_ENV} if set, else {defaults.SHARED_ARCHIVE} if it exists)")
@@ -280,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed for --synthetic (default: %(default)s)")
     s.add_argument("--force", action="store_true", help="redo even when DATA_ROOT already holds the converted dataset")
     s.set_defaults(func=_data)
+
+    s = sub.add_parser("check-data", parents=[shared["data_root"]],
+                       help="health check of a converted data set: every image decoded, every box checked, counts")
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.HEALTH_FIGURE}",
+                   help="the figure: class balance, box sizes, where the boxes lie (default: %(default)s)")
+    s.set_defaults(func=_check_data)
 
     s = sub.add_parser("convert", help="convert a VIA 1.x/2.x export to COCO detection JSON")
     s.add_argument("via_json")

@@ -15,6 +15,9 @@ LOCAL_ARCHIVE_ENV = "BALLOONDET_LOCAL_ARCHIVE"  # a local copy of balloon_datase
 # Where the CLI and the notebooks look for a local copy of the archive when the variable above is
 # unset (relative to the working directory: beside the checkout). The library never looks there itself.
 SHARED_ARCHIVE = "../shared/data/balloon_dataset.zip"
+DATA_FORMATS = ("coco", "via", "yolo", "voc")  # what `balloondet data --source` reads (data.formats)
+VAL_FRACTION = 0.2  # of a data set that comes without train and val: the share `data` puts into val
+SPLIT_SEED = 0  # ... shuffled with this seed first
 
 # --- configs, runs and devices --------------------------------------------------------
 AUTO = "auto"  # as a config name: the recipe for this machine (engine.config.choose_recipe)
@@ -82,6 +85,7 @@ WORST_K = 6  # images `worst` draws: those with the most false positives + misse
 # --- figures --------------------------------------------------------------------------
 FIGURES_DIR = "figures"
 DATASET_FIGURE = "dataset.png"
+HEALTH_FIGURE = "data_health.png"
 CURVES_FIGURE = "training_curves.png"
 PREDICTION_FIGURE = "balloon.jpg"
 PREVIEW_MAX_SIDE = 1280  # px: the prediction figure's longer side (the photo is 2048 px, 1.2 MB)

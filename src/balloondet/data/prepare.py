@@ -1,9 +1,10 @@
-"""The `data` step: get the balloon archive, extract it safely, convert VIA to COCO.
+"""The `data` step: get a data set (the balloon archive by default), extract it safely, convert it to COCO.
 
-``prepare_data`` ends with ``ROOT/train/``, ``ROOT/val/`` (images and the original VIA
-json) and ``ROOT/train.json``, ``ROOT/val.json`` (COCO). Nothing reaches ``ROOT`` before
-the archive was tested, its layout checked and both splits converted: the work happens
-in one temporary folder beside ``ROOT`` (``staging``) that is renamed at the end.
+``prepare_data`` ends with ``ROOT/train/``, ``ROOT/val/`` (the images; for VIA also the original
+``via_region_data.json``), ``ROOT/train.json``, ``ROOT/val.json`` (COCO, one class list) and, when it made the
+split itself, ``ROOT/split.json``. Nothing reaches ``ROOT`` before the archive was tested, the data set read
+(``data.formats``), split (``data.split``), renumbered (``data.classes``) and checked (``data.health``): the
+work happens in one temporary folder beside ``ROOT`` (``staging``) that is renamed at the end.
 
 Without a ``source``, a local copy of the official archive is used before any download:
 the ``local_archive`` argument, else the file named by ``$BALLOONDET_LOCAL_ARCHIVE``.
@@ -21,9 +22,12 @@ from typing import Iterator, Sequence
 
 from balloondet.core import defaults
 from balloondet.core.errors import DataError
-from balloondet.core.files import display_path, download
+from balloondet.core.files import display_path, download, write_json_atomic
+from balloondet.data.classes import unify
+from balloondet.data.formats import UNSPLIT, VIA_FILE, read_source
+from balloondet.data.health import HealthReport, check_health
+from balloondet.data.split import SPLIT_FILE, describe, split_images
 from balloondet.data.synthetic import make_synthetic_dataset
-from balloondet.data.via import convert
 
 OFFICIAL_URLS = (
     "https://github.com/matterport/Mask_RCNN/releases/download/v2.1/balloon_dataset.zip",
@@ -31,7 +35,6 @@ OFFICIAL_URLS = (
 )
 ARCHIVE_NAME = "balloon_dataset.zip"
 SPLITS = ("train", "val")
-VIA_FILE = "via_region_data.json"
 
 
 # --- download -------------------------------------------------------------------------
@@ -44,7 +47,7 @@ def download_first(urls: Sequence[str], dest: str | Path, timeout: float = 30.0)
         except DataError as err:
             errors.append(f"  {err}")
     raise DataError(
-        "could not download the balloon dataset:\n" + "\n".join(errors) + "\n"
+        "could not download the data set:\n" + "\n".join(errors) + "\n"
         "Offline? Use a local copy with `balloondet data --source path/to/balloon_dataset.zip` "
         "(or an extracted folder), or run everything on generated data with `balloondet data --synthetic`."
     )
@@ -77,18 +80,6 @@ def safe_extract(zip_path: str | Path, dest: str | Path) -> Path:
     return dest
 
 
-def find_layout(folder: str | Path) -> Path:
-    """The folder holding ``train/`` and ``val/`` with their VIA files (maybe one level down)."""
-    folder = Path(folder)
-    candidates = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
-    for cand in candidates:
-        if all((cand / s / VIA_FILE).is_file() for s in SPLITS):
-            return cand
-    expected = ", ".join(f"{s}/{VIA_FILE}" for s in SPLITS)
-    raise DataError(f"{folder}: not the balloon layout; expected {expected} "
-                    "(optionally inside one folder such as balloon/)")
-
-
 # --- the step -------------------------------------------------------------------------
 @contextlib.contextmanager
 def staging(root: Path) -> Iterator[Path]:
@@ -110,54 +101,54 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file://"))
 
 
-def _stage_raw(tmp: Path, source: str | Path | None, synthetic: bool, seed: int, urls: Sequence[str],
-               cache_dir: Path, local_archive: str | Path | None) -> Path:
-    """The raw VIA layout (``train/``, ``val/``) as a folder ``tmp/staged``, built inside ``tmp``."""
+def _stage_source(tmp: Path, source: str | Path | None, synthetic: bool, seed: int, urls: Sequence[str],
+                  cache_dir: Path, local_archive: str | Path | None) -> tuple[Path, bool, Path | None]:
+    """(the folder holding the raw data set, whether its files may be moved rather than copied, the archive
+    it was extracted from)."""
     if synthetic:
-        layout = make_synthetic_dataset(tmp / "synthetic", seed=seed)
-    else:
-        layout = _fetch(source, urls, cache_dir, tmp, local_archive)
-    staged = tmp / "staged"
-    staged.mkdir()
-    for split in SPLITS:
-        shutil.move(str(layout / split), str(staged / split))
-    return staged
+        return make_synthetic_dataset(tmp / "synthetic", seed=seed), True, None
+    if source is not None and not _is_url(str(source)) and Path(source).is_dir():
+        return Path(source), False, None  # the user's own folder: read it, copy from it, change nothing
+    archive = _fetch(source, urls, cache_dir, local_archive)
+    return safe_extract(archive, tmp / "extract"), True, archive
 
 
-def download_data(
-    source: str | Path | None = None,
-    root: str | Path = defaults.DATA_ROOT,
-    synthetic: bool = False,
-    seed: int = 0,
-    urls: Sequence[str] = OFFICIAL_URLS,
-    cache_dir: str | Path | None = None,
-    local_archive: str | Path | None = None,
-) -> Path:
-    """Bring the raw VIA layout (``ROOT/train``, ``ROOT/val``) into ``root``; returns ``root``.
-
-    A part of ``prepare_data``, which is the step: on its own this replaces ``root`` with
-    unconverted data. ``source`` is a URL, a local ``.zip`` or an extracted folder. Without
-    one, a local copy of the official archive is used when present (``local_archive``, else
-    ``$BALLOONDET_LOCAL_ARCHIVE``), else the official URLs are downloaded. ``synthetic``
-    writes generated data instead. ``root`` is replaced only at the end. A downloaded
-    archive is kept in ``cache_dir`` (default: next to ``root``).
-    """
-    root = Path(root)
-    with staging(root) as tmp:
-        staged = _stage_raw(tmp, source, synthetic, seed, urls, Path(cache_dir) if cache_dir else root.parent,
-                            local_archive)
-        _move_into_place(staged, root)
-    return root
-
-
-def convert_data(root: str | Path = defaults.DATA_ROOT) -> dict[str, dict]:
-    """VIA -> COCO for both splits: ``ROOT/train.json`` and ``ROOT/val.json``."""
-    root = Path(root)
-    cocos = {}
-    for split in SPLITS:
-        cocos[split] = coco = convert(root / split / VIA_FILE, root / split, root / f"{split}.json")
+def convert_source(folder: str | Path, out: str | Path, fmt: str | None = None, class_attribute: str | None = None,
+                   val_fraction: float = defaults.VAL_FRACTION, split_seed: int = defaults.SPLIT_SEED,
+                   move: bool = False, progress: bool = True) -> HealthReport:
+    """Read the data set in ``folder`` (``fmt``, else detected), split it when it has no train/val, give every
+    split one class list, check its health, and only then write ``out/{train,val}.json`` with the images in
+    ``out/{train,val}/`` (moved when ``move``, else copied) and, for a split made here, ``out/split.json``.
+    Returns the health report; raises ``DataError`` on any fault, before ``out`` is written to."""
+    fmt, splits = read_source(folder, fmt, class_attribute)
+    record = None
+    if UNSPLIT in splits:
+        splits, record = split_images(splits[UNSPLIT], val_fraction, split_seed)
+        print(describe(record))
+    classes, notes = unify(splits)
+    report = check_health(splits, classes, progress=progress)
+    for note in notes:
+        report.note("renumbered", note)
+    print(f"format {fmt}, {len(classes)} class{'es' * (len(classes) != 1)}: {', '.join(classes)}")
+    print(report.summary())
+    if report.notes:
+        print(report.details(limit=3))
+    report.raise_for_faults()
+    out = Path(out)
+    for split, raw in splits.items():
+        for img in raw.coco["images"]:
+            src, dst = raw.image_dir / img["file_name"], out / split / img["file_name"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.move if move else shutil.copy2)(str(src), str(dst))
+        if fmt == "via" and Path(raw.where).name == VIA_FILE:  # keep the original annotations beside their images
+            shutil.copy2(raw.where, out / split / VIA_FILE)
+        coco = {"info": raw.coco.get("info") or {"description": f"converted from {Path(raw.where).name} by balloondet"},
+                **{k: raw.coco[k] for k in ("images", "annotations", "categories")}}
+        write_json_atomic(coco, out / f"{split}.json")
         print(f"{split}: {len(coco['images'])} images, {len(coco['annotations'])} boxes -> {split}.json")
-    return cocos
+    if record:
+        write_json_atomic(record, out / SPLIT_FILE)
+    return report
 
 
 def prepare_data(
@@ -168,21 +159,34 @@ def prepare_data(
     urls: Sequence[str] = OFFICIAL_URLS,
     force: bool = False,
     local_archive: str | Path | None = None,
+    fmt: str | None = None,
+    val_fraction: float = defaults.VAL_FRACTION,
+    split_seed: int = defaults.SPLIT_SEED,
+    class_attribute: str | None = None,
 ) -> Path:
-    """The data step: the raw layout (as ``download_data`` brings it) converted (``convert_data``) in one
-    staging folder beside ``root``; returns ``root``.
+    """The data step: bring the data set (``source``: a URL, a ``.zip`` or a folder, in any of the formats of
+    ``data.formats``; without one, the balloon archive), convert, split and check it (``convert_source``) in
+    one staging folder beside ``root``; returns ``root``.
 
-    ``root`` is replaced only once both splits converted, so bad annotations never replace a good
-    dataset. Without ``source``, ``synthetic`` or ``force``, a ``root`` that already holds both COCO
-    files is reused as it is. ``local_archive``: see ``download_data``.
+    ``root`` is replaced only once everything converted and passed the health check, so bad annotations
+    never replace a good data set. Without ``source``, ``synthetic`` or ``force``, a ``root`` that already
+    holds both COCO files is reused as it is. ``local_archive``: a local copy of the balloon archive (else
+    ``$BALLOONDET_LOCAL_ARCHIVE``), used before any download.
     """
     root = Path(root)
     if not force and source is None and not synthetic and all((root / f"{s}.json").is_file() for s in SPLITS):
         print(f"{display_path(root)} already holds the converted dataset (use force=True / --force to redo it)")
         return root
     with staging(root) as tmp:
-        staged = _stage_raw(tmp, source, synthetic, seed, urls, root.parent, local_archive)
-        convert_data(staged)
+        folder, move, archive = _stage_source(tmp, source, synthetic, seed, urls, root.parent, local_archive)
+        staged = tmp / "staged"
+        try:
+            convert_source(folder, staged, fmt, class_attribute, val_fraction, split_seed, move=move)
+        except DataError as err:
+            if archive is None:
+                raise
+            # name the archive the user has, not the temporary folder it was extracted into
+            raise DataError(str(err).replace(str(folder), str(archive))) from None
         _move_into_place(staged, root)
     print(f"dataset ready in {display_path(root)}")
     return root
@@ -201,27 +205,20 @@ def _local_copy(cached: Path, local_archive: str | Path | None) -> Path | None:
     return None
 
 
-def _fetch(source: str | Path | None, urls: Sequence[str], cache_dir: Path, tmp: Path,
+def _fetch(source: str | Path | None, urls: Sequence[str], cache_dir: Path,
            local_archive: str | Path | None = None) -> Path:
-    """Bring the raw VIA layout into ``tmp``; returns the folder holding train/ and val/."""
-    cached = cache_dir / ARCHIVE_NAME
+    """The archive to extract: the local copy, a download (kept in ``cache_dir``) or the file given."""
     if source is None:
-        archive = _local_copy(cached, local_archive)
+        archive = _local_copy(cache_dir / ARCHIVE_NAME, local_archive)
         if archive:
             print(f"using the local copy {display_path(archive)}")
         else:
-            archive = download_first(urls, cached)
+            archive = download_first(urls, cache_dir / ARCHIVE_NAME)
     elif _is_url(str(source)):
-        archive = download_first([str(source)], cached)
+        name = PurePosixPath(str(source).split("?")[0]).name or ARCHIVE_NAME
+        archive = download_first([str(source)], cache_dir / (ARCHIVE_NAME if source in urls else name))
     else:
-        path = Path(source)
-        if path.is_dir():
-            layout = find_layout(path)
-            copy = tmp / "copy"
-            for split in SPLITS:
-                shutil.copytree(layout / split, copy / split)
-            return copy
-        if not path.is_file():
-            raise DataError(f"{path}: no such archive or folder (--source takes a URL, a .zip or a folder)")
-        archive = path
-    return find_layout(safe_extract(archive, tmp / "extract"))
+        archive = Path(source)
+        if not archive.is_file():
+            raise DataError(f"{archive}: no such archive or folder (--source takes a URL, a .zip or a folder)")
+    return archive

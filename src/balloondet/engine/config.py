@@ -3,7 +3,8 @@
 - ``resolve_config``: a config path, or a name looked up in ``$BALLOONDET_CONFIGS``,
   ``./configs`` and the source checkout's ``configs/``.
 - ``build_config``: the mmengine ``Config`` of a run, with this package's overrides
-  (``set_data_root``, ``set_epochs``, ``set_from_scratch``, the torchrun-on-CPU tweaks).
+  (``set_data_root``, ``set_classes_from_data``, ``set_epochs``, ``set_from_scratch``, the torchrun-on-CPU
+  tweaks).
 - ``pick_device``: choose the device (``compat.runner_device`` makes mmengine's Runner use it).
 - ``choose_recipe``/``resolve_recipe``: the config that ``auto`` stands for on this machine.
 - ``read_saved_config``/``saved_config_files``: the config a run saved into its work dir.
@@ -120,6 +121,27 @@ def set_data_root(cfg: Config, data_root: str | Path) -> None:
         cfg[name].ann_file = root + Path(cfg[name].ann_file).name
 
 
+def set_classes_from_data(cfg: Config) -> tuple[str, ...] | None:
+    """The class names, their order and their number, from the converted data set the config trains on
+    (``core.classes``: its categories), into every dataloader's metainfo, the head's ``num_classes`` and the
+    evaluators (per-class AP where there is more than one class). Nothing changes while the data set is not
+    converted yet (the config's own list stands); returns the classes applied, or None."""
+    from balloondet.core.classes import palette, read_classes
+
+    root = innermost_dataset(cfg.train_dataloader.dataset).get("data_root")
+    classes = read_classes(root) if root else None
+    if classes is None:
+        return None
+    metainfo = dict(classes=classes, palette=palette(len(classes)))
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        innermost_dataset(cfg[name].dataset).metainfo = metainfo
+    cfg.model.bbox_head.num_classes = len(classes)
+    for name in ("val_evaluator", "test_evaluator"):
+        if name in cfg:
+            cfg[name].classwise = len(classes) > 1  # CocoMetric's per-class AP table
+    return classes
+
+
 def innermost_dataset(dataset: Any) -> Any:
     """The dataset config inside any wrappers (``MultiImageMixDataset``, ``RepeatDataset``, ...)."""
     while "dataset" in dataset:
@@ -177,6 +199,7 @@ def build_config(config: str | Path, *, work_dir: str | Path | None = None, epoc
     cfg = Config.fromfile(str(path))
     if data_root:
         set_data_root(cfg, data_root)
+    set_classes_from_data(cfg)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.work_dir = str(work_dir or default_work_dir(path))
