@@ -305,7 +305,8 @@ def test_bad_detection_files_are_named(content, message, synthetic_root, tmp_pat
     (None, r"not found: .*val\.json"),
     ("[]", r"val\.json: expected COCO ground truth"),
     ('{"images": [], "categories": []}', r"val\.json: no list of 'annotations'"),
-    ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1}, {"id": 2}]}', r"val\.json: 2 categories"),
+    ('{"images": [{"id": 1}], "annotations": [{"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4]}], '
+     '"categories": [{"id": 1}, {"id": 2}]}', r"val\.json: annotation 0 has category_id 3, which no category has"),
     ('{"images": [{"id": 1}], "annotations": [{"image_id": 1, "bbox": [1, 2]}], "categories": [{"id": 1}]}',
      r"val\.json: annotation 0 has bbox \[1, 2\]"),
 ])
@@ -359,3 +360,47 @@ def test_tta_runs_on_the_smoke_model(trained_smoke, synthetic_root, tmp_path):
     assert metrics[True]["coco/bbox_mAP_50"] > 0.5 * metrics[False]["coco/bbox_mAP_50"] > 0
     assert error_analysis(tmp_path / "True", synthetic_root, out=None)["map"] == \
         pytest.approx(metrics[True]["coco/bbox_mAP"], abs=6e-4)  # test's mAP is rounded to 3 decimals
+
+
+# --- more than one class: TIDE's class and "both" errors ---------------------------------
+def two_classes(boxes):
+    """Ground truth of one image: ``boxes`` as (category id, bbox), classes 1 and 2."""
+    gt = coco([(1, b) for _, b in boxes])
+    for ann, (cat, _) in zip(gt["annotations"], boxes, strict=True):
+        ann["category_id"] = cat
+    gt["categories"] = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}]
+    return gt
+
+
+def test_class_and_both_errors_and_what_fixing_them_gains():
+    gt = two_classes([(1, A), (2, B)])
+    dets = [{**det(A, 0.9), "category_id": 2},  # on A (class 1) but called class 2: classification
+            {**det([55, 55, 10, 10], 0.8), "category_id": 1},  # IoU 25/175 with B (class 2), none with A: both
+            {**det(B, 0.7), "category_id": 2}]  # right
+    errors = classify(gt, dets)
+    assert errors.true_positive == [2] and list(errors.classification) == [0] and errors.both == [1]
+    assert errors.classification[0] is gt["annotations"][0] and not errors.missed  # the error points at A
+    result = tide_errors(gt, dets)
+    assert result["types"] == ["classification", "localisation", "both", "duplicate", "background", "missed"]
+    assert result["counts"] == {"true_positive": 1, "classification": 1, "localisation": 0, "both": 1,
+                                "duplicate": 0, "background": 0, "missed": 0}
+    # per class, then averaged (COCO): class 1 has only the "both" detection, class 2 a false then a true positive
+    base = np.mean([reference_ap([0.0], 1, 0.5), reference_ap([0.0, 1.0], 1, 0.5)])
+    assert result["ap50"] == pytest.approx(base) == pytest.approx(0.25)
+    # relabelled, the first detection finds A before the "both" one: both classes at AP 1
+    assert result["delta_map"]["classification"] == pytest.approx(1.0 - base)
+    assert result["delta_map"]["both"] == 0.0  # suppressing it leaves class 1 without a true positive
+    assert "Fix classification errors first" in fix_first(result) and "of the 6 error types" in fix_first(result)
+
+
+def test_matching_needs_the_same_class():
+    gt = two_classes([(1, A), (2, B)])
+    dets = [{**det(A, 0.9), "category_id": 2}, {**det(B, 0.8), "category_id": 2}]
+    (m,) = match_detections(gt, dets, score_thr=0.5)
+    assert m.tp == [dets[1]] and m.fp == [dets[0]] and m.missed == [gt["annotations"][0]]
+
+
+def test_one_class_keeps_the_four_types():
+    gt = coco([(1, A)])
+    result = tide_errors(gt, [det(A, 0.9)])
+    assert result["types"] == list(ERROR_TYPES) and set(result["counts"]) == set(COUNT_KEYS)

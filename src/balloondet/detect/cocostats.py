@@ -56,6 +56,11 @@ def iou_xywh(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
+def same_class(det: dict, gt: dict) -> bool:
+    """Whether a detection may match a box: the same category (entries without one match any)."""
+    return det.get("category_id", gt.get("category_id")) == gt.get("category_id", det.get("category_id"))
+
+
 @dataclass
 class ImageMatch:
     """One image's detections (score-sorted) split into true and false positives, and its missed boxes."""
@@ -74,16 +79,16 @@ class ImageMatch:
 
 def match_image(gts: list[dict], dets: list[dict],
                 iou_thr: float = defaults.IOU_MATCH) -> tuple[list[bool], list[dict], list[dict]]:
-    """Greedy matching by score: each detection, highest score first, takes the unmatched box it overlaps
-    most if that IoU is at least ``iou_thr``. Returns (per detection in score order: matched?,
-    matched boxes, missed boxes). Crowd boxes are left out."""
+    """Greedy matching by score: each detection, highest score first, takes the unmatched box of its class
+    it overlaps most if that IoU is at least ``iou_thr`` (as COCO matches, per category). Returns (per
+    detection in score order: matched?, matched boxes, missed boxes). Crowd boxes are left out."""
     gts = [g for g in gts if not g.get("iscrowd", 0)]
     taken = [False] * len(gts)
     hits = []
     for det in sorted(dets, key=lambda d: -d["score"]):
         best, best_iou = None, iou_thr
         for j, gt in enumerate(gts):
-            if not taken[j]:
+            if not taken[j] and same_class(det, gt):
                 iou = iou_xywh(det["bbox"], gt["bbox"])
                 if iou >= best_iou:
                     best, best_iou = j, iou

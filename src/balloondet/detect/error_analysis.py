@@ -1,4 +1,4 @@
-"""Why the detector fails: TIDE's error types (Bolya et al., ECCV 2020) for one class, and scores per image.
+"""Why the detector fails: TIDE's error types (Bolya et al., ECCV 2020), and scores per image.
 
 ``error_analysis`` (the `errors` verb) reads only what `test` wrote, ``WORK_DIR/test_detections.bbox.json``,
 and the ground truth ``ROOT/SPLIT.json``. Like TIDE it takes every detection (the 100 best of each image,
@@ -6,11 +6,14 @@ which is all COCO's AP looks at), highest score first, matches them to the groun
 explains each false positive:
 
 - *duplicate*: IoU >= 0.5 with a box that a higher-scoring detection already matched;
-- *localisation*: 0.1 <= IoU < 0.5 with the box it overlaps most;
+- *localisation*: 0.1 <= IoU < 0.5 with the box of its class it overlaps most;
+- *classification* (more than one class): IoU >= 0.5 with a box of another class;
+- *both* (more than one class): 0.1 <= IoU < 0.5 with a box of another class, none of its own;
 - *background*: IoU < 0.1 with every box;
 
-and a box that no detection matched and no localisation error points at is *missed*. With one class,
-TIDE's class and "both" errors cannot occur.
+and a box that no detection matched and no localisation error points at is *missed*. A detection matches
+only a box of its own class (as COCO's AP does, per category). With one class, TIDE's class and "both"
+errors cannot occur, and the analysis shows the four others.
 
 The order of the tests is TIDE's (``TIDERun._eval_image`` in tidecv/quantify.py): localisation first, but
 against the best-overlapping box only. So a detection that overlaps a matched box at >= 0.5 is a duplicate
@@ -23,7 +26,8 @@ Each type's delta is the AP gained by fixing that type alone with TIDE's oracle 
 
 - localisation: the detection moves onto its box; where several point at one box only the highest-scoring
   one moves (TIDE's ``BestGTMatch``); the others, and those whose box is already matched, are suppressed;
-- duplicate, background: the detection is suppressed;
+- classification: the detection takes its box's class, where that box is free (else it is suppressed);
+- duplicate, background, both: the detection is suppressed;
 - missed: the box leaves the ground truth (TIDE lowers the number of positives).
 
 AP50 and mAP (IoU 0.50:0.95) come from pycocotools, set up as `test`'s CocoMetric is
@@ -53,6 +57,7 @@ from balloondet.detect.cocostats import (
     map_of,
     match_detections,
     match_image,
+    same_class,
 )
 from balloondet.detect.report import detections_file, draw_matches, split_images
 
@@ -60,8 +65,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from pycocotools.cocoeval import COCOeval
 
-ERROR_TYPES = ("localisation", "duplicate", "background", "missed")
+ERROR_TYPES = ("localisation", "duplicate", "background", "missed")  # with one class
+CLASS_ERROR_TYPES = ("classification", "localisation", "both", "duplicate", "background", "missed")  # with more
 COUNT_KEYS = ("true_positive", *ERROR_TYPES)
+TYPE_COLOURS = {"true_positive": "#1a9850", "localisation": "#fc8d59", "duplicate": "#91bfdb",
+                "background": "#d73027", "missed": "#ffd92f", "classification": "#7b3294", "both": "#c2a5cf"}
 MAX_DETS = 100  # detections per image that COCO's AP (maxDets 100) and TIDE (max_dets) look at
 ERRORS_JSON = "errors.json"  # written into the work dir
 PER_IMAGE_JSON = "per_image.json"
@@ -69,24 +77,26 @@ PER_IMAGE_JSON = "per_image.json"
 FIXES = {"localisation": "moving the {n} badly placed box{es} onto {their} balloon{s}",
          "duplicate": "suppressing the {n} duplicate box{es}",
          "background": "suppressing the {n} box{es} on background",
-         "missed": "recovering the {n} missed balloon{s}"}
+         "missed": "recovering the {n} missed balloon{s}",
+         "classification": "relabelling the {n} box{es} that found an object of another class",
+         "both": "suppressing the {n} misplaced box{es} of the wrong class"}
 
 
 # --- inputs ---------------------------------------------------------------------------
 def check_ground_truth(gt: Any, path: str | Path) -> dict:
-    """``gt`` when it is COCO ground truth with one class; else a ``DataError`` naming the file and entry."""
+    """``gt`` when it is COCO ground truth; else a ``DataError`` naming the file and entry."""
     if not isinstance(gt, dict):
         raise DataError(f"{path}: expected COCO ground truth (a dict with images, annotations, categories)")
     for key in ("images", "annotations", "categories"):
         if not isinstance(gt.get(key), list):
             raise DataError(f"{path}: no list of {key!r}; expected COCO ground truth (`balloondet data` writes it)")
-    if len(gt["categories"]) != 1:
-        raise DataError(f"{path}: {len(gt['categories'])} categories; the error analysis is for one class "
-                        "(class errors are not counted)")
     image_ids = {img.get("id") for img in gt["images"]}
+    category_ids = {c.get("id") for c in gt["categories"]}
     for i, ann in enumerate(gt["annotations"]):
         if ann.get("image_id") not in image_ids:
             raise DataError(f"{path}: annotation {i} has image_id {ann.get('image_id')}, which no image has")
+        if ann.get("category_id", next(iter(category_ids), None)) not in category_ids:
+            raise DataError(f"{path}: annotation {i} has category_id {ann.get('category_id')}, which no category has")
         if len(ann.get("bbox") or []) != 4:
             raise DataError(f"{path}: annotation {i} has bbox {ann.get('bbox')}, not [x, y, w, h]")
     return gt
@@ -133,23 +143,41 @@ class Errors:
     duplicate: list[int] = field(default_factory=list)
     background: list[int] = field(default_factory=list)
     missed: list[dict] = field(default_factory=list)  # ground-truth annotations
+    # each classification error -> the box whose class its fix gives it, or None where the fix suppresses it
+    classification: dict[int, dict | None] = field(default_factory=dict)
+    both: list[int] = field(default_factory=list)
 
-    def counts(self) -> dict[str, int]:
-        """How many of each type (``COUNT_KEYS``)."""
-        return {key: len(getattr(self, key)) for key in COUNT_KEYS}
+    def counts(self, types: tuple[str, ...] = ERROR_TYPES) -> dict[str, int]:
+        """How many true positives and how many of each type."""
+        return {key: len(getattr(self, key)) for key in ("true_positive", *types)}
+
+
+def error_types(gt: dict) -> tuple[str, ...]:
+    """The types that can occur: TIDE's class and "both" errors only where there is more than one class."""
+    return CLASS_ERROR_TYPES if len(gt["categories"]) > 1 else ERROR_TYPES
 
 
 def explain_false_positive(det: dict, gts: list[dict], fg_iou: float, bg_iou: float) -> tuple[str, dict | None]:
-    """(TIDE's type, the box it overlaps most) of a detection the matching left unmatched."""
+    """(TIDE's type, the box it concerns) of a detection the matching left unmatched, in TIDE's order:
+    localisation (its own class), classification, duplicate, background, else both."""
     if not gts:
         return "background", None
-    ious = [iou_xywh(det["bbox"], g["bbox"]) for g in gts]
-    best = max(range(len(gts)), key=ious.__getitem__)  # the first of equal overlaps, as numpy's argmax in TIDE
-    if ious[best] >= fg_iou:  # unmatched yet overlapping this much: a higher-scoring detection took the box
-        return "duplicate", gts[best]
-    if ious[best] >= bg_iou:
-        return "localisation", gts[best]
-    return "background", None
+
+    def best(boxes: list[dict]) -> tuple[float, dict | None]:
+        ious = [iou_xywh(det["bbox"], g["bbox"]) for g in boxes]  # the first of equal overlaps, as TIDE's argmax
+        return (0.0, None) if not boxes else max(zip(ious, boxes, strict=True), key=lambda p: p[0])
+
+    own_iou, own = best([g for g in gts if same_class(det, g)])
+    other_iou, other = best([g for g in gts if not same_class(det, g)])
+    if bg_iou <= own_iou < fg_iou:
+        return "localisation", own
+    if other_iou >= fg_iou:
+        return "classification", other
+    if own_iou >= fg_iou:  # unmatched yet overlapping this much: a higher-scoring detection took the box
+        return "duplicate", own
+    if max(own_iou, other_iou) < bg_iou:
+        return "background", None
+    return "both", other
 
 
 def classify(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_IOU,
@@ -165,10 +193,10 @@ def classify(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_IOU,
         used, moved = {id(g) for g in matched}, set()  # boxes matched; boxes a localisation fix moves a box onto
         for i, hit in zip(order, hits, strict=True):
             kind, box = ("true_positive", None) if hit else explain_false_positive(dets[i], gts, fg_iou, bg_iou)
-            if kind == "localisation":
+            if kind in ("localisation", "classification"):
                 # TIDE's BestGTMatch: the best-scoring error of a free box is fixed, every other one suppressed
                 fixable = id(box) not in used and id(box) not in moved
-                errors.localisation[i] = box if fixable else None
+                getattr(errors, kind)[i] = box if fixable else None
                 moved.add(id(box))
             else:
                 getattr(errors, kind).append(i)
@@ -181,12 +209,18 @@ def fixed(gt: dict, dets: list[dict], errors: Errors, kind: str) -> tuple[dict, 
     if kind == "missed":
         gone = {id(a) for a in errors.missed}
         return {**gt, "annotations": [a for a in gt["annotations"] if id(a) not in gone]}, dets
-    if kind == "localisation":
+    if kind in ("localisation", "classification"):
         out = []
         for i, det in enumerate(dets):
-            box = errors.localisation.get(i, det)
-            if box is not None:
-                out.append(det if box is det else {**det, "bbox": list(box["bbox"])})
+            box = getattr(errors, kind).get(i, det)
+            if box is None:
+                continue
+            if box is det:
+                out.append(det)
+            elif kind == "localisation":
+                out.append({**det, "bbox": list(box["bbox"])})
+            else:
+                out.append({**det, "category_id": box["category_id"]})
         return gt, out
     suppressed = set(getattr(errors, kind))
     return gt, [d for i, d in enumerate(dets) if i not in suppressed]
@@ -226,23 +260,25 @@ def tide_errors(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_I
                 bg_iou: float = defaults.ERRORS_BG_IOU) -> dict[str, Any]:
     """TIDE's counts and the AP50 and mAP that fixing each error type alone gains (see the module's doc).
 
-    Returns ``{"fg_iou", "bg_iou", "ap50", "map", "counts", "delta_ap50", "delta_map"}``; the counts have the
-    keys ``COUNT_KEYS``, the deltas ``ERROR_TYPES``.
+    Returns ``{"fg_iou", "bg_iou", "types", "ap50", "map", "counts", "delta_ap50", "delta_map"}``; ``types`` are
+    ``error_types(gt)``, the counts' keys ``true_positive`` and the types, the deltas' the types.
     """
     dets = top_detections(gt, dets)
     errors = classify(gt, dets, fg_iou, bg_iou)
+    types = error_types(gt)
     base_ap50, base_map = ap_scores(gt, dets)
     delta_ap50, delta_map = {}, {}
-    for kind in ERROR_TYPES:
+    for kind in types:
         ap50, mean_ap = ap_scores(*fixed(gt, dets, errors, kind))
         delta_ap50[kind], delta_map[kind] = gain(ap50, base_ap50), gain(mean_ap, base_map)
-    return {"fg_iou": fg_iou, "bg_iou": bg_iou, "ap50": finite_or_none(base_ap50), "map": finite_or_none(base_map),
-            "counts": errors.counts(), "delta_ap50": delta_ap50, "delta_map": delta_map}
+    return {"fg_iou": fg_iou, "bg_iou": bg_iou, "types": list(types), "ap50": finite_or_none(base_ap50),
+            "map": finite_or_none(base_map), "counts": errors.counts(types), "delta_ap50": delta_ap50,
+            "delta_map": delta_map}
 
 
 def fix_first(result: dict[str, Any]) -> str:
     """One sentence: the error type whose fix gains the most mAP (ties: AP50), and what it gains."""
-    best = max(ERROR_TYPES, key=lambda k: (result["delta_map"][k], result["delta_ap50"][k]))
+    best = max(result["types"], key=lambda k: (result["delta_map"][k], result["delta_ap50"][k]))
     d_map, d_ap50 = result["delta_map"][best], result["delta_ap50"][best]
     if d_map <= 0 and d_ap50 <= 0:
         return "Nothing to fix first: fixing no single error type would raise mAP or AP50."
@@ -250,14 +286,14 @@ def fix_first(result: dict[str, Any]) -> str:
     fix = FIXES[best].format(n=n, es="" if n == 1 else "es", s="" if n == 1 else "s", their="its" if n == 1 else
                              "their")
     return (f"Fix {best} errors first: {fix} would raise mAP by {d_map:.3f} and AP50 by {d_ap50:.3f}, "
-            "the largest gain of the four error types.")
+            f"the largest gain of the {len(result['types'])} error types.")
 
 
 def errors_table(result: dict[str, Any]) -> str:
     """A Markdown table: each type's count and what fixing it gains."""
     rows = [f"| true positive | {result['counts']['true_positive']} | | |"]
     rows += [f"| {k} | {result['counts'][k]} | {result['delta_ap50'][k]:+.3f} | {result['delta_map'][k]:+.3f} |"
-             for k in ERROR_TYPES]
+             for k in result["types"]]
     return "| detections / boxes | count | AP50 gained by fixing | mAP gained |\n|---|---|---|---|\n" + "\n".join(rows)
 
 
@@ -267,16 +303,16 @@ def plot_errors(result: dict[str, Any], title: str, out: str | Path | None) -> F
     import numpy as np
 
     fig, (ax_n, ax_d) = plt.subplots(1, 2, figsize=(12, 4.2))
-    labels = [k.replace("_", " ") for k in COUNT_KEYS]
-    bars = ax_n.bar(labels, [result["counts"][k] for k in COUNT_KEYS],
-                    color=["#1a9850", "#fc8d59", "#91bfdb", "#d73027", "#ffd92f"])
+    keys = ("true_positive", *result["types"])
+    bars = ax_n.bar([k.replace("_", " ") for k in keys], [result["counts"][k] for k in keys],
+                    color=[TYPE_COLOURS[k] for k in keys])
     ax_n.bar_label(bars)
     ax_n.set(title="detections (and missed boxes) by type", ylabel="count")
-    x = np.arange(len(ERROR_TYPES))
+    x = np.arange(len(result["types"]))
     for offset, key, label in ((-0.2, "delta_ap50", "AP50"), (0.2, "delta_map", "mAP")):
-        bars = ax_d.bar(x + offset, [result[key][k] for k in ERROR_TYPES], width=0.4, label=label)
+        bars = ax_d.bar(x + offset, [result[key][k] for k in result["types"]], width=0.4, label=label)
         ax_d.bar_label(bars, fmt="%.3f", fontsize=8)
-    ax_d.set_xticks(x, ERROR_TYPES)
+    ax_d.set_xticks(x, result["types"])
     ax_d.set(title="gained by fixing only this type (TIDE's oracle)", ylabel="AP gained")
     ax_d.legend()
     for ax in (ax_n, ax_d):
