@@ -86,6 +86,15 @@ def _gt_vs_pred(a: argparse.Namespace) -> None:
     print(f"wrote {display_path(a.out)}")
 
 
+def _per_class(a: argparse.Namespace) -> None:
+    from balloondet.detect.per_class import ap_table, confusion_table, per_class
+
+    record = per_class(a.work_dir, a.data_root, split=a.split, score_thr=a.score_thr, out=a.out)
+    print(ap_table(record["ap"]))
+    print(confusion_table(record["confusion"]["counts"], record["classes"]))
+    print(f"wrote {display_path(a.out)}")
+
+
 def _errors(a: argparse.Namespace) -> None:
     from balloondet.detect.error_analysis import error_analysis, errors_table, image_scores
 
@@ -359,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="every val image: true positives, false positives and missed boxes (after `test`)")
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.GT_VS_PRED_FIGURE}")
     s.set_defaults(func=_gt_vs_pred)
+
+    s = sub.add_parser("per-class", parents=[shared["detections"]],
+                       help="AP per class and a confusion matrix with a background row and column (after `test`)")
+    s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.PER_CLASS_FIGURE}")
+    s.set_defaults(func=_per_class)
 
     s = sub.add_parser("errors", parents=[shared["detections"]],
                        help="TIDE's error types of all val detections and the AP each fix gains; TP/FP/missed "

@@ -404,3 +404,35 @@ def test_one_class_keeps_the_four_types():
     gt = coco([(1, A)])
     result = tide_errors(gt, [det(A, 0.9)])
     assert result["types"] == list(ERROR_TYPES) and set(result["counts"]) == set(COUNT_KEYS)
+
+
+def test_per_class_ap_and_confusion_matrix_count_each_detection_once(tmp_path):
+    from balloondet.detect.per_class import confusion_matrix, confusion_table, per_class, per_class_ap
+
+    gt = two_classes([(1, A), (2, B), (2, C), (1, D)])
+    dets = [{**det(A, 0.9), "category_id": 1},  # right
+            {**det(A, 0.85), "category_id": 2},  # a second box on A, of the wrong class: nothing left to take
+            {**det(B, 0.8), "category_id": 1},  # B is a square: confused
+            {**det([300, 300, 10, 10], 0.7), "category_id": 2},  # on nothing
+            {**det(C, 0.2), "category_id": 2}]  # below the score threshold: C counts as missed
+    matrix = confusion_matrix(gt, dets, score_thr=0.3)
+    #        predicted: circle square background(missed)
+    assert matrix.tolist() == [[1, 0, 1],  # circles: A found, D missed
+                               [1, 0, 1],  # squares: B called a circle, C missed
+                               [0, 2, 0]]  # background: the second box on A and the one on nothing
+    assert matrix.sum() == len(dets) - 1 + 2  # every detection above the threshold once, and the 2 missed boxes
+    rows = per_class_ap(gt, dets)
+    assert [r["class"] for r in rows] == ["circle", "square"] and [r["boxes"] for r in rows] == [2, 2]
+    # circles: A (0.9) right, B (0.8) wrong, D never: reference AP at IoU 1.0 boxes, 2 boxes
+    assert rows[0]["ap50"] == pytest.approx(reference_ap([1.0, 0.0], 2, 0.5))
+    assert rows[1]["ap50"] == pytest.approx(reference_ap([0.0, 0.0, 1.0], 2, 0.5))
+    assert "| square | 1 | 0 | 1 |" in confusion_table(matrix, ["circle", "square"])
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "val.json").write_text(json.dumps(gt))
+    (tmp_path / "test_detections.bbox.json").write_text(json.dumps(dets))
+    record = per_class(tmp_path, root, score_thr=0.3, out=tmp_path / "per_class.png")
+    assert record["confusion"]["counts"] == matrix.tolist()
+    assert json.loads((tmp_path / "per_class.json").read_text())["ap"] == rows
+    assert (tmp_path / "per_class.png").stat().st_size > 5_000

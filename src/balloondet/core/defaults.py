@@ -98,6 +98,7 @@ GT_VS_PRED_FIGURE = "gt_vs_pred.jpg"  # photographs: a JPEG is a seventh of the 
 PR_FIGURE = "pr_curves.png"
 BOX_SIZES_FIGURE = "box_sizes.png"
 ERRORS_FIGURE = "errors.png"
+PER_CLASS_FIGURE = "per_class.png"
 WORST_FIGURE = "worst.jpg"  # photographs, as GT_VS_PRED_FIGURE
 
 

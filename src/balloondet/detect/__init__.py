@@ -6,5 +6,6 @@
 - ``predict``: the `predict` step: detections drawn and written as JSON.
 - ``report``: the figures of the test result (ground truth against predictions, precision-recall, box sizes).
 - ``curves``: the training curves, from a run's logs.
+- ``per_class``: the `per-class` step: AP per class and a confusion matrix with a background row and column.
 - ``error_analysis``: the `errors` and `worst` steps: TIDE's error types and their cost in AP, every image scored.
 """

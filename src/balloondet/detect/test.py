@@ -85,6 +85,16 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
         if not quiet:
             print(f"bbox mAP {metrics['coco/bbox_mAP']:.3f}, 95 % bootstrap interval {ci['ci'][0]:.3f}-"
                   f"{ci['ci'][1]:.3f} ({ci['n']} resamples of the {ci['images']} val images)")
+    classes = cfg.test_dataloader.dataset.get("metainfo", {}).get("classes") or ()
+    if len(classes) > 1 and Path(cfg.test_evaluator.outfile_prefix + ".bbox.json").is_file():
+        from balloondet.detect.cocostats import load_pair
+        from balloondet.detect.per_class import ap_table, per_class_ap
+
+        # CocoMetric's classwise table, kept: per class, its boxes, AP and AP50
+        rows = per_class_ap(*load_pair(cfg.test_evaluator.ann_file, cfg.test_evaluator.outfile_prefix + ".bbox.json"))
+        record["per_class"] = rows
+        if not quiet:
+            print(ap_table(rows))
     out = Path(cfg.work_dir) / "test_metrics.json"
     write_json_atomic(record, out)
     if not quiet:
