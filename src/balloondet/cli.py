@@ -156,7 +156,8 @@ def _cam(a: argparse.Namespace) -> None:
     from balloondet.explain.cam import cam
 
     cam(_detector(a), a.image, method=a.method, target_layer=a.target_layer, topk=a.topk, score_thr=a.score_thr,
-        norm_in_bbox=a.norm_in_bbox, out=a.out, target=a.target, ann_file=a.ann_file, drise_masks=a.drise_masks)
+        norm_in_bbox=a.norm_in_bbox, out=a.out, target=a.target, ann_file=a.ann_file, drise_masks=a.drise_masks,
+        class_name=a.class_name)
 
 
 def _cam_eval(a: argparse.Namespace) -> None:
@@ -426,6 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target-layer", default=defaults.CAM_LAYER,
                    help="module name (default: the neck's stride-32 output, %(default)s)")
     s.add_argument("--topk", type=int, default=defaults.CAM_TOPK, help="explain the K highest-scoring boxes")
+    s.add_argument("--class", dest="class_name", metavar="NAME",
+                   help="explain only the boxes of this class (default: every class)")
     s.add_argument("--norm-in-bbox", action="store_true", help="renormalise the map inside each box")
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}",
                    help="figure file (a folder for a folder)")

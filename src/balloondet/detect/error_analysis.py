@@ -399,5 +399,5 @@ def worst_images(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROO
     title = (f"{split}: the {len(worst)} images with the most errors at score ≥ {score_thr} (IoU ≥ {iou_thr}): "
              f"{sum(r['errors'] for r in worst)} of the {total} false positives and missed boxes")
     fig = draw_matches([matches[r["image_id"]] for r in worst], split_images(ann_file), title,
-                       cols=max(1, min(cols, len(worst))))
+                       cols=max(1, min(cols, len(worst))), gt=gt)
     return save_figure(fig, out, dpi=70), worst

@@ -28,7 +28,7 @@ def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequenc
 
 def predict(detector: Detector, source: str | Path, score_thr: float = defaults.SCORE_THR,
             out: str | Path = defaults.PREDICT_DIR) -> list[dict]:
-    """Detect balloons in an image or a folder of images.
+    """Detect objects (the model's classes) in an image or a folder of images.
 
     Writes ``OUT/<image name>`` with boxes, class and score drawn, and
     ``OUT/predictions.json`` (one entry per image, boxes ``[x1, y1, x2, y2]`` in original
@@ -51,7 +51,7 @@ def predict(detector: Detector, source: str | Path, score_thr: float = defaults.
                                       out_file=str(tmp))
         entries.append({"image": str(path), "width": img.shape[1], "height": img.shape[0],
                         "detections": detections_of(sample, score_thr, classes)})
-        print(f"{path.name}: {len(entries[-1]['detections'])} balloon(s) with score >= {score_thr}")
+        print(f"{path.name}: {len(entries[-1]['detections'])} detection(s) with score >= {score_thr}")
     write_json_atomic(entries, out / "predictions.json")
     return entries
 

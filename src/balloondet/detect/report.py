@@ -52,19 +52,35 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
     gt, dets = load_pair(ann_file, detections_file(work_dir))
     matches = match_detections(gt, dets, score_thr=score_thr, iou_thr=iou_thr)
     tp, fp, missed = (sum(m.counts[i] for m in matches) for i in range(3))
-    title = (f"{split}: ground truth against predictions at score ≥ {score_thr} (IoU ≥ {iou_thr}): "
-             f"{tp} found, {fp} false, {missed} missed of {tp + missed} balloons")
-    return save_figure(draw_matches(matches, split_images(ann_file), title, cols=cols), out, dpi=70)
+    classes = category_names(gt)
+    boxes = f"{classes[0]}s" if len(classes) == 1 else f"boxes of {len(classes)} classes"
+    title = (f"{split}: ground truth against predictions at score ≥ {score_thr} (IoU ≥ {iou_thr}, same class): "
+             f"{tp} found, {fp} false, {missed} missed of {tp + missed} {boxes}")
+    return save_figure(draw_matches(matches, split_images(ann_file), title, cols=cols, gt=gt), out, dpi=70)
 
 
-def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, cols: int = 4) -> Figure:
+def category_names(gt: dict) -> list[str]:
+    """The class names of COCO ground truth, in category-id order."""
+    return [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+
+
+def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, cols: int = 4,
+                 gt: dict | None = None) -> Figure:
     """One panel per matched image (photo from ``image_dir``): true positives solid, false positives
     dashed, missed boxes dotted, the counts in each panel's title, a legend below and ``title`` above.
+    With more than one class in ``gt`` (the ground truth), each box takes its class's colour and name.
     (``gt-vs-pred`` draws every image with it, ``worst`` the ones with the most errors.)"""
     import matplotlib.pyplot as plt
     from matplotlib import patheffects
     from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
+
+    from balloondet.core.classes import palette
+
+    classes = category_names(gt) if gt else []
+    by_class = len(classes) > 1
+    ids = {c["id"]: i for i, c in enumerate(sorted(gt["categories"], key=lambda c: c["id"]))} if gt else {}
+    class_colours = ["#%02x%02x%02x" % c for c in palette(len(classes))]
 
     def outlined(kind: str) -> list | None:
         width = STYLES[kind][2]
@@ -81,16 +97,22 @@ def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, c
             color, style, width = STYLES[kind]
             for box in boxes:
                 x, y, w, h = box["bbox"]
-                ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=color, linestyle=style, lw=width,
+                k = ids.get(box.get("category_id"))
+                colour = class_colours[k] if by_class and k is not None else color
+                ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=colour, linestyle=style, lw=width,
                                      path_effects=outlined(kind)))
-                if "score" in box:
-                    ax.text(x, y, f"{box['score']:.2f}", color="white", fontsize=6, va="bottom",
-                            bbox=dict(facecolor=color, edgecolor="none", pad=0.5))
+                label = " ".join(([classes[k]] if by_class and k is not None else [])
+                                 + ([f"{box['score']:.2f}"] if "score" in box else []))
+                if label:
+                    ax.text(x, y, label, color="white", fontsize=6, va="bottom",
+                            bbox=dict(facecolor=colour, edgecolor="none", pad=0.5))
         tp, fp, missed = m.counts
         ax.set_title(f"{Path(m.image['file_name']).stem[:24]}\nTP {tp} · FP {fp} · missed {missed}", fontsize=9)
-    handles = [Line2D([], [], color=c, linestyle=s, lw=w, label=k, path_effects=outlined(k))
-               for k, (c, s, w) in STYLES.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=10)
+    handles = [Line2D([], [], color="#444444" if by_class else c, linestyle=s, lw=w, label=k,
+                      path_effects=outlined(k)) for k, (c, s, w) in STYLES.items()]
+    if by_class:
+        handles += [Patch(color=c, label=name) for c, name in zip(class_colours, classes, strict=True)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=10)
     fig.suptitle(title, fontsize=12)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig

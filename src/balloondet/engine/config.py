@@ -126,20 +126,26 @@ def set_classes_from_data(cfg: Config) -> tuple[str, ...] | None:
     (``core.classes``: its categories), into every dataloader's metainfo, the head's ``num_classes`` and the
     evaluators (per-class AP where there is more than one class). Nothing changes while the data set is not
     converted yet (the config's own list stands); returns the classes applied, or None."""
-    from balloondet.core.classes import palette, read_classes
+    from balloondet.core.classes import read_classes
 
     root = innermost_dataset(cfg.train_dataloader.dataset).get("data_root")
     classes = read_classes(root) if root else None
-    if classes is None:
-        return None
-    metainfo = dict(classes=classes, palette=palette(len(classes)))
+    if classes is not None:
+        set_classes(cfg, classes)
+    return classes
+
+
+def set_classes(cfg: Config, classes: tuple[str, ...]) -> None:
+    """``classes`` (names in label order) into every dataloader's metainfo, the head and the evaluators."""
+    from balloondet.core.classes import palette
+
+    metainfo = dict(classes=tuple(classes), palette=palette(len(classes)))
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         innermost_dataset(cfg[name].dataset).metainfo = metainfo
     cfg.model.bbox_head.num_classes = len(classes)
     for name in ("val_evaluator", "test_evaluator"):
         if name in cfg:
             cfg[name].classwise = len(classes) > 1  # CocoMetric's per-class AP table
-    return classes
 
 
 def innermost_dataset(dataset: Any) -> Any:

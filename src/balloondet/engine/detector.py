@@ -63,12 +63,16 @@ class Detector:
         from balloondet.engine.checkpoint import allow_mmengine_checkpoints, safe_load
         from balloondet.engine.checkpoint_fit import check_fits
         from balloondet.engine.compat import keep_head_fp32, separable_max_pools
-        from balloondet.engine.config import build_config, pick_device
+        from balloondet.engine.config import build_config, pick_device, set_classes
         from balloondet.engine.precision import resolve_precision
 
         register_all_modules()
         allow_mmengine_checkpoints()
         cfg = build_config(config)
+        state = safe_load(checkpoint)
+        classes = (state.get("meta") or {}).get("dataset_meta", {}).get("classes") if isinstance(state, dict) else None
+        if classes:  # the classes it was trained on (from its data set), whatever data the config points at now
+            set_classes(cfg, tuple(classes))
         device = pick_device(device)
         precision = resolve_precision(precision, device)[0]
         # mmdet's prior generator calls torch.meshgrid without `indexing` (torch >= 1.10 warns, once per
@@ -76,7 +80,7 @@ class Detector:
         warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
         with contextlib.redirect_stdout(io.StringIO()):  # mmengine's "Loads checkpoint by ..." line
             model = init_detector(cfg, str(checkpoint), device=device)
-        check_fits(model, safe_load(checkpoint), checkpoint)  # every backbone/neck/head tensor, or a clear error
+        check_fits(model, state, checkpoint)  # every backbone/neck/head tensor, or a clear error
         separable_max_pools(model)
         if precision == "bf16":
             keep_head_fp32(model)

@@ -32,7 +32,14 @@ from balloondet.explain.methods import (
     run_cam,
 )
 from balloondet.explain.plots import plot_cam, plot_cams
-from balloondet.explain.selection import NoTargetError, check_target, ground_truth, no_target_message, select_targets
+from balloondet.explain.selection import (
+    NoTargetError,
+    check_target,
+    class_index,
+    ground_truth,
+    no_target_message,
+    select_targets,
+)
 from balloondet.explain.targets import BoxScoreTarget, PriorScoreTarget
 from balloondet.explain.wrapper import DetectorWrapper, predict_boxes
 
@@ -98,8 +105,10 @@ def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSamp
 def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD,
             target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
             score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False, target: str = defaults.CAM_TARGET,
-            ann_file: str | Path | None = None, drise_masks: int | None = None) -> CamResult:
-    """CAM for one image's boxes to explain (``select_targets``); the image file is read once.
+            ann_file: str | Path | None = None, drise_masks: int | None = None,
+            class_name: str | None = None) -> CamResult:
+    """CAM for one image's boxes to explain (``select_targets``); the image file is read once. ``class_name``:
+    only boxes of that class (the map then explains that class's score).
 
     ``missed`` and ``false-positive`` compare with the annotations (``ground_truth``; ``ann_file``
     defaults to the split's COCO json beside the image's folder).
@@ -109,6 +118,7 @@ def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_ME
     check_method(method)
     check_target(target)
     names = [target_layer] if isinstance(target_layer, str) else list(target_layer)
+    label = class_index(detector.classes, class_name)
     img = read_image(image)
     inputs, sample = detector.prepare(img)
     pred = predict_boxes(detector.model, inputs, sample)
@@ -117,11 +127,11 @@ def box_cam(detector: Detector, image: str | Path, method: str = defaults.CAM_ME
     if target != "predicted":
         gt_boxes, gt_labels = ground_truth(image, detector.classes, ann_file)
         gt = (torch.from_numpy(gt_boxes * scale), torch.from_numpy(gt_labels))
-    bboxes, labels, scores = select_targets(pred, target, score_thr, topk, gt)
+    bboxes, labels, scores = select_targets(pred, target, score_thr, topk, gt, label=label)
     if len(bboxes) == 0:
         best = float(pred.scores.max()) if len(pred) else 0.0
         raise NoTargetError(no_target_message(image, target, int((pred.scores >= score_thr).sum()),
-                                          0 if gt is None else len(gt[0]), best, score_thr))
+                                          0 if gt is None else len(gt[0]), best, score_thr, class_name))
     heatmap = explain(detector.model, inputs, sample, bboxes.detach(), labels, method, names,
                       bf16=detector.precision == "bf16", drise_masks=drise_masks)
     heatmap = mmcv.imresize(heatmap, (img.shape[1], img.shape[0]))
@@ -139,11 +149,11 @@ NECK_STRIDES = {"neck.out_convs.2": 32, "neck.out_convs.1": 16, "neck.out_convs.
 
 def cam_scales(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD,
                score_thr: float = defaults.SCORE_THR, target: str = defaults.CAM_TARGET,
-               out: str | Path | None = None) -> list[CamResult]:
+               out: str | Path | None = None, class_name: str | None = None) -> list[CamResult]:
     """The CAM of one image at the neck's three scales, the default layer first and marked in its title."""
     layers = sorted(NECK_STRIDES, key=lambda layer: layer != defaults.CAM_LAYER)
-    results = [box_cam(detector, image, method=method, target_layer=layer, score_thr=score_thr, target=target)
-               for layer in layers]
+    results = [box_cam(detector, image, method=method, target_layer=layer, score_thr=score_thr, target=target,
+                       class_name=class_name) for layer in layers]
     titles = [f"{method}, stride {NECK_STRIDES[layer]} ({layer})" + (", default" * (layer == defaults.CAM_LAYER))
               for layer in layers]
     results[0].figure = plot_cams(results, detector.classes, out=out, titles=titles)
@@ -158,8 +168,10 @@ def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD
         target_layer: str | Sequence[str] = defaults.CAM_LAYER, topk: int = defaults.CAM_TOPK,
         score_thr: float = defaults.SCORE_THR, norm_in_bbox: bool = False,
         out: str | Path | None = f"{defaults.FIGURES_DIR}/{defaults.CAM_FIGURE}", target: str = defaults.CAM_TARGET,
-        ann_file: str | Path | None = None, drise_masks: int | None = None) -> list[CamResult]:
-    """Box AM for an image or a folder: one ``CamResult`` (with its ``figure``) per image explained.
+        ann_file: str | Path | None = None, drise_masks: int | None = None,
+        class_name: str | None = None) -> list[CamResult]:
+    """Box AM for an image or a folder: one ``CamResult`` (with its ``figure``) per image explained;
+    ``class_name``: only the boxes of that class.
 
     For one image, the figure goes to the file ``out``. For a folder, ``out`` is a folder that
     gets one figure per image; images without a box to explain (``target``) are skipped, and the
@@ -169,7 +181,8 @@ def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD
     check_target(target)
     classes = detector.classes
     args = dict(method=method, target_layer=target_layer, topk=topk, score_thr=score_thr, norm_in_bbox=norm_in_bbox,
-                target=target, ann_file=ann_file, drise_masks=drise_masks)
+                target=target, ann_file=ann_file, drise_masks=drise_masks, class_name=class_name)
+    class_index(classes, class_name)  # an unknown class is refused before any image is read
     if not Path(image).is_dir():
         result = box_cam(detector, image, **args)
         result.figure = plot_cam(result, classes, out)
@@ -194,8 +207,8 @@ def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD
         print(f"{path.name}: {len(result.boxes)} box(es), focus {format_focus(result.focus)}")
         results.append(result)
     if nothing_to_explain:
-        kind = {"predicted": f"predicted box >= {score_thr}", "missed": "missed balloon",
-                "false-positive": "false positive"}[target]
+        kind = {"predicted": f"predicted box >= {score_thr}", "missed": "missed box",
+                "false-positive": "false positive"}[target] + (f" of class {class_name!r}" if class_name else "")
         print(f"skipped {len(nothing_to_explain)} image(s) without a {kind}: {', '.join(nothing_to_explain)}")
     focus = np.array([r.focus for r in results])
     focus = focus[~np.isnan(focus)]

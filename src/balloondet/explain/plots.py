@@ -38,7 +38,7 @@ def overlay(result: CamResult) -> np.ndarray:
     return show_cam_on_image(result.image.astype(np.float32) / 255, result.heatmap, use_rgb=True, image_weight=0.5)
 
 
-def plot_cam(result: CamResult, classes: Sequence[str] = ("balloon",), out: str | Path | None = None) -> Figure:
+def plot_cam(result: CamResult, classes: Sequence[str], out: str | Path | None = None) -> Figure:
     """Two panels: the boxes explained, and the CAM overlay with the same boxes."""
     import matplotlib.pyplot as plt
 
@@ -54,7 +54,7 @@ def plot_cam(result: CamResult, classes: Sequence[str] = ("balloon",), out: str 
     return save_figure(fig, out, dpi=80)
 
 
-def plot_cams(results: Sequence[CamResult], classes: Sequence[str] = ("balloon",),
+def plot_cams(results: Sequence[CamResult], classes: Sequence[str],
               out: str | Path | None = None, titles: Sequence[str] | None = None) -> Figure:
     """One overlay per result side by side (e.g. the three neck scales), titled with layer and focus."""
     import matplotlib.pyplot as plt

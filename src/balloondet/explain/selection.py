@@ -72,8 +72,10 @@ def ground_truth(image: str | Path, classes: Sequence[str],
 
 def select_targets(pred: InstanceData, target: str = defaults.CAM_TARGET, score_thr: float = defaults.SCORE_THR,
                    topk: int = defaults.CAM_TOPK, gt: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   iou_threshold: float = defaults.IOU_MATCH) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The boxes to explain, at most ``topk``: ``(bboxes, labels, scores)`` in ``pred``'s pixels.
+                   iou_threshold: float = defaults.IOU_MATCH, label: int | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The boxes to explain, at most ``topk``: ``(bboxes, labels, scores)`` in ``pred``'s pixels; with ``label``
+    (a class index), only boxes of that class (matching is per class, so the others do not change them).
 
     ``predicted``: the predictions with score >= ``score_thr``. ``missed``: the boxes of ``gt``
     (boxes, labels) that no such prediction matches (``match_one_to_one``, as the ground-truth-vs-prediction
@@ -83,7 +85,7 @@ def select_targets(pred: InstanceData, target: str = defaults.CAM_TARGET, score_
     check_target(target)
     confident = pred[pred.scores >= score_thr]  # predictions come sorted by score
     if target == "predicted":
-        chosen = confident[:topk]
+        chosen = (confident if label is None else confident[confident.labels == label])[:topk]
         return chosen.bboxes, chosen.labels, chosen.scores
     if gt is None:
         raise ConfigError(f"the {target!r} target needs the ground-truth boxes")
@@ -91,9 +93,12 @@ def select_targets(pred: InstanceData, target: str = defaults.CAM_TARGET, score_
     hit, taken = match_one_to_one(gt_boxes, gt_labels, confident, iou_threshold)
     if target == "missed":
         missed = ~taken.to(gt_boxes.device)
+        if label is not None:
+            missed &= gt_labels == label
         scores = matched_scores(gt_boxes, gt_labels, pred, iou_threshold)
         return gt_boxes[missed][:topk], gt_labels[missed][:topk], scores[missed][:topk]
-    wrong = confident[~hit.to(confident.bboxes.device)][:topk]
+    wrong = confident[~hit.to(confident.bboxes.device)]
+    wrong = (wrong if label is None else wrong[wrong.labels == label])[:topk]
     return wrong.bboxes, wrong.labels, wrong.scores
 
 
@@ -121,9 +126,20 @@ def match_one_to_one(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, pred: Inst
     return hit, taken
 
 
+def class_index(classes: Sequence[str], name: str | None) -> int | None:
+    """The index of class ``name`` in the model's ``classes`` (None for None); a ``ConfigError`` naming them."""
+    if name is None:
+        return None
+    if name not in classes:
+        raise ConfigError(f"unknown class {name!r}: the model's classes are {', '.join(classes)}")
+    return list(classes).index(name)
+
+
 def no_target_message(image: str | Path, target: str, n_confident: int, n_gt: int, best: float,
-                      score_thr: float) -> str:
+                      score_thr: float, class_name: str | None = None) -> str:
     """Why ``image`` has no box of the kind ``target`` to explain, and what to change."""
+    if class_name is not None:
+        return f"{image}: no {target} box of class {class_name!r} to explain (score >= {score_thr}); try another"
     if target == "missed":
         return (f"{image}: no missed box: each of its {n_gt} annotated box(es) has a prediction with "
                 f"score >= {score_thr} at IoU >= {defaults.IOU_MATCH}")
