@@ -337,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", parents=[shared["config"], shared["device"], shared["precision"],
                                          shared["data_root_override"], shared["cfg_options"], shared["image_cache"]],
                        help="train a detector with mmengine's Runner")
-    s.add_argument("--work-dir", help=f"default: {defaults.WORK_DIRS}/CONFIG_NAME")
+    s.add_argument("--work-dir", help=f"default: {defaults.WORK_DIRS}/CONFIG_NAME ({defaults.WORK_DIRS}/DATA_SET/"
+                                      f"CONFIG_NAME with a --data-root other than {defaults.DATA_ROOT})")
     s.add_argument("--epochs", type=int, help="change the schedule length (milestones move in proportion)")
     s.add_argument("--from-scratch", action="store_true",
                    help="no pretrained weights (no load_from, no ImageNet backbone)")

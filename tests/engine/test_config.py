@@ -1,5 +1,6 @@
 """The config module: finding configs, building a run's config, choosing and scoping the device."""
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,6 +70,10 @@ def test_torchrun_on_cpu_uses_gloo_plain_bn_and_no_device_ids():
 def test_default_work_dir_is_named_after_the_config():
     assert build_config(SMOKE).work_dir == str(default_work_dir(SMOKE)) == f"{defaults.WORK_DIRS}/{SMOKE}"
     assert default_work_dir(f"configs/{SMOKE}.py") == default_work_dir(SMOKE)
+    assert default_work_dir(SMOKE, defaults.DATA_ROOT) == default_work_dir(SMOKE)  # the balloons: as before
+    # another data set: its own folder, so a finished balloon run is not reused for it
+    assert default_work_dir(SMOKE, "data/shapes/") == Path(defaults.WORK_DIRS) / "shapes" / SMOKE
+    assert build_config(SMOKE, data_root="data/shapes").work_dir == str(Path(defaults.WORK_DIRS) / "shapes" / SMOKE)
 
 
 # --- finding configs by name ----------------------------------------------------------------

@@ -54,10 +54,15 @@ def resolve_config(config: str | Path) -> Path:
                       f"Pass a path, or set {defaults.CONFIGS_ENV} to a folder of configs.")
 
 
-def default_work_dir(config: str | Path) -> Path:
-    """``work_dirs/<config name>``: where a run goes unless told otherwise."""
+def default_work_dir(config: str | Path, data_root: str | Path | None = None) -> Path:
+    """Where a run goes unless told otherwise: ``work_dirs/<config name>``, or for a data set other than the
+    default one ``work_dirs/<data set folder>/<config name>``, so that a finished balloon run is never taken
+    for a run on your data (a finished run in the work dir is reused)."""
     name = Path(config).name
-    return Path(defaults.WORK_DIRS) / (name[:-3] if name.endswith(".py") else name)
+    name = name[:-3] if name.endswith(".py") else name
+    if data_root is not None and Path(data_root).resolve() != Path(defaults.DATA_ROOT).resolve():
+        return Path(defaults.WORK_DIRS) / Path(data_root).resolve().name / name
+    return Path(defaults.WORK_DIRS) / name
 
 
 # --- devices --------------------------------------------------------------------------
@@ -208,7 +213,7 @@ def build_config(config: str | Path, *, work_dir: str | Path | None = None, epoc
     set_classes_from_data(cfg)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.work_dir = str(work_dir or default_work_dir(path))
+    cfg.work_dir = str(work_dir or default_work_dir(path, data_root))
     if epochs:
         set_epochs(cfg, int(epochs))
     if from_scratch:
