@@ -9,6 +9,7 @@ from own_data import CLASSES, shots, write_voc_flat
 from balloondet.cli import main
 from balloondet.core.errors import ConfigError
 from balloondet.data.prepare import prepare_data
+from balloondet.detect.cocostats import load_pair, match_detections
 from balloondet.detect.test import evaluate_checkpoint
 from balloondet.detect.train import train
 from balloondet.engine.config import build_config
@@ -46,6 +47,11 @@ def test_classes_come_from_the_data_and_each_is_learned(shapes_run):
     counts = json.loads((shapes_run["test"] / "per_class.json").read_text())["confusion"]["counts"]
     diagonal, boxes = sum(counts[i][i] for i in range(3)), sum(sum(row) for row in counts[:3])
     assert diagonal > 0.5 * boxes, counts
+    # the confusion matrix agrees with gt-vs-pred's counts (the same matching, at the same thresholds)
+    gt, dets = load_pair(shapes_run["root"] / "val.json", shapes_run["test"] / "test_detections.bbox.json")
+    tp, fp, missed = (sum(m.counts[i] for m in match_detections(gt, dets)) for i in range(3))
+    confused = boxes - diagonal - sum(counts[i][3] for i in range(3))
+    assert (tp, fp, missed) == (diagonal, sum(counts[3]) + confused, sum(counts[i][3] for i in range(3)) + confused)
 
 
 @pytest.mark.train
@@ -70,3 +76,20 @@ def test_errors_gt_vs_pred_and_cam_per_class(shapes_run, capsys):
     assert len(result.boxes) and set(result.labels.tolist()) == {detector.classes.index("square")}
     with pytest.raises(ConfigError, match="unknown class 'balloon': the model's classes are circle, square, triangle"):
         box_cam(detector, shapes_run["root"] / "val" / image["file_name"], class_name="balloon")
+
+
+@pytest.mark.train
+def test_every_figure_verb_refuses_an_out_without_an_image_suffix_in_one_line(shapes_run, capsys):
+    root, test_dir, tmp = str(shapes_run["root"]), str(shapes_run["test"]), shapes_run["tmp"]
+    image = str(next((shapes_run["root"] / "val").iterdir()))
+    checkpoint = str(find_checkpoint(shapes_run["work"]))
+    out = str(tmp / "results")  # no suffix: was a traceback from the atomic save ("Format 'part' is not supported")
+    for args in (["check-data", "--root", root], ["plot-dataset", "--root", root],
+                 ["box-sizes", SMOKE, "--root", root], ["curves", str(shapes_run["work"])],
+                 *([verb, test_dir, "--root", root] for verb in ("gt-vs-pred", "per-class", "errors", "worst",
+                                                                  "pr-curves")),
+                 ["cam", SMOKE, checkpoint, image, "--device", "cpu"]):
+        assert main([*args, "--out", out]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "a figure's file name must end in .png" in err, (args, err)
+        assert not (tmp / "results").exists()

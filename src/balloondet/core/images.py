@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from balloondet.core import defaults
-from balloondet.core.errors import DataError
+from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import atomic_path
 
 if TYPE_CHECKING:
@@ -66,6 +66,16 @@ def image_size(path: str | Path, where: str = "") -> tuple[int, int]:
     return width, height
 
 
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")  # what save_figure writes (the format from the suffix)
+
+
+def check_figure_path(out: str | Path | None) -> None:
+    """A ``ConfigError`` in one line unless ``out`` (a figure's file) ends in one of ``FIGURE_SUFFIXES``."""
+    if out is not None and Path(out).suffix.lower() not in FIGURE_SUFFIXES:
+        raise ConfigError(f"--out {out}: a figure's file name must end in {', '.join(FIGURE_SUFFIXES)} "
+                          f"(e.g. {Path(out).with_suffix('.png').name if Path(out).name else 'figure.png'})")
+
+
 def save_figure(fig: Figure, out: str | Path | None, dpi: int = 80) -> Figure:
     """Save a matplotlib figure (atomically) unless ``out`` is None.
 
@@ -79,6 +89,7 @@ def save_figure(fig: Figure, out: str | Path | None, dpi: int = 80) -> Figure:
     import matplotlib
     import matplotlib.pyplot as plt
 
+    check_figure_path(out)
     if out is not None:
         out = Path(out)
         with atomic_path(out, suffix=out.suffix) as tmp:

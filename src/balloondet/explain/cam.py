@@ -20,7 +20,7 @@ import torch
 from balloondet.core import defaults
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import display_path
-from balloondet.core.images import list_images, read_image
+from balloondet.core.images import check_figure_path, list_images, read_image
 from balloondet.engine.detector import get_layer
 from balloondet.explain.maps import CamResult, format_focus, renormalize_in_boxes
 from balloondet.explain.methods import (
@@ -184,6 +184,7 @@ def cam(detector: Detector, image: str | Path, method: str = defaults.CAM_METHOD
                 target=target, ann_file=ann_file, drise_masks=drise_masks, class_name=class_name)
     class_index(classes, class_name)  # an unknown class is refused before any image is read
     if not Path(image).is_dir():
+        check_figure_path(out)  # before the minutes of work, not after
         result = box_cam(detector, image, **args)
         result.figure = plot_cam(result, classes, out)
         if out is not None:
