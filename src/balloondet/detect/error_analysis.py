@@ -74,10 +74,10 @@ MAX_DETS = 100  # detections per image that COCO's AP (maxDets 100) and TIDE (ma
 ERRORS_JSON = "errors.json"  # written into the work dir
 PER_IMAGE_JSON = "per_image.json"
 # what fixing each type means, for the "fix first" sentence ({n}: how many, {s}: the plural ending)
-FIXES = {"localisation": "moving the {n} badly placed box{es} onto {their} balloon{s}",
+FIXES = {"localisation": "moving the {n} badly placed box{es} onto {their} {object}{s}",
          "duplicate": "suppressing the {n} duplicate box{es}",
          "background": "suppressing the {n} box{es} on background",
-         "missed": "recovering the {n} missed balloon{s}",
+         "missed": "recovering the {n} missed {object}{s}",
          "classification": "relabelling the {n} box{es} that found an object of another class",
          "both": "suppressing the {n} misplaced box{es} of the wrong class"}
 
@@ -260,8 +260,8 @@ def tide_errors(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_I
                 bg_iou: float = defaults.ERRORS_BG_IOU) -> dict[str, Any]:
     """TIDE's counts and the AP50 and mAP that fixing each error type alone gains (see the module's doc).
 
-    Returns ``{"fg_iou", "bg_iou", "types", "ap50", "map", "counts", "delta_ap50", "delta_map"}``; ``types`` are
-    ``error_types(gt)``, the counts' keys ``true_positive`` and the types, the deltas' the types.
+    Returns ``{"fg_iou", "bg_iou", "classes", "types", "ap50", "map", "counts", "delta_ap50", "delta_map"}``;
+    ``types`` are ``error_types(gt)``, the counts' keys ``true_positive`` and the types, the deltas' the types.
     """
     dets = top_detections(gt, dets)
     errors = classify(gt, dets, fg_iou, bg_iou)
@@ -271,9 +271,10 @@ def tide_errors(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_I
     for kind in types:
         ap50, mean_ap = ap_scores(*fixed(gt, dets, errors, kind))
         delta_ap50[kind], delta_map[kind] = gain(ap50, base_ap50), gain(mean_ap, base_map)
-    return {"fg_iou": fg_iou, "bg_iou": bg_iou, "types": list(types), "ap50": finite_or_none(base_ap50),
-            "map": finite_or_none(base_map), "counts": errors.counts(types), "delta_ap50": delta_ap50,
-            "delta_map": delta_map}
+    classes = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    return {"fg_iou": fg_iou, "bg_iou": bg_iou, "classes": classes, "types": list(types),
+            "ap50": finite_or_none(base_ap50), "map": finite_or_none(base_map), "counts": errors.counts(types),
+            "delta_ap50": delta_ap50, "delta_map": delta_map}
 
 
 def fix_first(result: dict[str, Any]) -> str:
@@ -283,8 +284,9 @@ def fix_first(result: dict[str, Any]) -> str:
     if d_map <= 0 and d_ap50 <= 0:
         return "Nothing to fix first: fixing no single error type would raise mAP or AP50."
     n = result["counts"][best]
+    classes = result.get("classes") or ["object"]
     fix = FIXES[best].format(n=n, es="" if n == 1 else "es", s="" if n == 1 else "s", their="its" if n == 1 else
-                             "their")
+                             "their", object=classes[0] if len(classes) == 1 else "object")
     return (f"Fix {best} errors first: {fix} would raise mAP by {d_map:.3f} and AP50 by {d_ap50:.3f}, "
             f"the largest gain of the {len(result['types'])} error types.")
 
