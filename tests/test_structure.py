@@ -17,7 +17,9 @@ LAYERS = [
     {"core"},  # errors, defaults, files and images, the console
     {"engine", "data"},  # mmengine/mmdet/torch and the Detector; the dataset: beside each other, neither uses the other
     {"detect"},  # train, test, predict and the figures of their results
-    {"explain"},  # feature maps, CAM, cam-eval (on a Detector; matched against ground truth like the test figures)
+    # feature maps, CAM, cam-eval (on a Detector; matched against ground truth like the test figures); beside it,
+    # deployment: the exported model, its runtimes and their benchmark (on a Detector and the test's scoring)
+    {"explain", "deploy"},
     {"jobs"},  # the README figures and the notebooks: several steps each
     {"cli"},
     {"__main__"},

@@ -67,6 +67,20 @@ def _train(a: argparse.Namespace) -> None:
 def _test(a: argparse.Namespace) -> None:
     from balloondet.detect.test import evaluate_checkpoint
 
+    if a.backend != "torch":
+        from pathlib import Path
+
+        from balloondet.deploy.backend import ExportedDetector
+        from balloondet.deploy.evaluate import evaluate_exported
+        from balloondet.engine.config import build_config, innermost_dataset
+
+        cfg = build_config(a.config, data_root=a.data_root)
+        data_root = a.data_root or innermost_dataset(cfg.test_dataloader.dataset).data_root
+        detector = ExportedDetector.load(a.checkpoint, a.backend,
+                                         classes=cfg.test_dataloader.dataset.get("metainfo", {}).get("classes"))
+        evaluate_exported(detector, a.work_dir or Path(a.checkpoint).parent, data_root, bootstrap=a.bootstrap,
+                          quiet=a.quiet)
+        return
     evaluate_checkpoint(a.config, a.checkpoint, work_dir=a.work_dir, device=a.device, cfg_options=a.cfg_options,
                         data_root=a.data_root, precision=a.precision, quiet=a.quiet, bootstrap=a.bootstrap, tta=a.tta,
                         image_cache=a.image_cache)
@@ -128,11 +142,25 @@ def _box_sizes(a: argparse.Namespace) -> None:
 
 
 def _detector(a: argparse.Namespace) -> Detector:
-    """The verb's model, loaded once from its config and checkpoint (``--precision`` where the verb has it)."""
-    from balloondet.engine.detector import Detector
+    """The verb's model, loaded once from its config and checkpoint (``--precision`` where the verb has it); with
+    ``--backend onnx|openvino`` (where the verb has it) the exported file instead."""
+    from balloondet.deploy.backend import load_backend
 
-    return Detector.load(a.config, a.checkpoint, device=a.device,
-                         precision=getattr(a, "precision", defaults.PRECISION))
+    return load_backend(a.config, a.checkpoint, backend=getattr(a, "backend", "torch"), device=a.device,
+                        precision=getattr(a, "precision", defaults.PRECISION))
+
+
+def _export(a: argparse.Namespace) -> None:
+    from balloondet.deploy.export import export_model
+
+    export_model(a.config, a.checkpoint, fmt=a.format, out=a.out)
+
+
+def _benchmark(a: argparse.Namespace) -> None:
+    from balloondet.deploy.benchmark import benchmark
+
+    benchmark(a.config, a.checkpoint, data_root=a.data_root, formats=a.formats, work_dir=a.work_dir,
+              score_thr=a.score_thr)
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -259,6 +287,11 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
                                             "./configs, the source checkout's configs/)")
     p["model"] = parent(p["config"])
     p["model"].add_argument("checkpoint", help="a .pth checkpoint written by `balloondet train`")
+    p["backend"] = parent()
+    p["backend"].add_argument("--backend", default="torch", choices=("torch", *defaults.EXPORT_FORMATS),
+                              help="torch: CHECKPOINT is a .pth; onnx, openvino: CHECKPOINT is the file `balloondet "
+                                   "export` wrote (.onnx, .xml), run by ONNX Runtime or OpenVINO "
+                                   "(default: %(default)s)")
     p["score_thr"] = parent()
     p["score_thr"].add_argument("--score-thr", type=float, default=defaults.SCORE_THR,
                                 help="lowest detection score used (default: %(default)s)")
@@ -356,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_train)
 
     s = sub.add_parser("test", parents=[shared["model"], shared["device"], shared["precision"],
-                                        shared["data_root_override"], shared["cfg_options"], shared["image_cache"]],
-                       help="COCO bbox metrics of a checkpoint on the val split")
+                                        shared["data_root_override"], shared["cfg_options"], shared["image_cache"],
+                                        shared["backend"]],
+                       help="COCO bbox metrics of a checkpoint (or an exported model) on the val split")
     s.add_argument("--work-dir", help="where metrics go (default: the checkpoint's folder)")
     s.add_argument("--quiet", action="store_true", help="only the 12-line COCO summary of mmengine's output")
     s.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP_SAMPLES, metavar="N",
@@ -403,8 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=f"{defaults.FIGURES_DIR}/{defaults.CURVES_FIGURE}")
     s.set_defaults(func=_curves)
 
+    s = sub.add_parser("export", parents=[shared["model"]],
+                       help="the trained detector as one ONNX file or OpenVINO IR (runs without PyTorch and mmdet)")
+    s.add_argument("--format", default="onnx", choices=defaults.EXPORT_FORMATS, help="(default: %(default)s)")
+    s.add_argument("--out", help="the file (default: beside the checkpoint, CHECKPOINT.onnx or "
+                                 "CHECKPOINT_openvino/CHECKPOINT.xml)")
+    s.set_defaults(func=_export)
+
+    s = sub.add_parser("benchmark", parents=[shared["model"], shared["data_root"], shared["score_thr"]],
+                       help="every format side by side: file size, val mAP, ms per image, same detections as torch")
+    s.add_argument("--formats", nargs="+", default=["torch", *defaults.EXPORT_FORMATS],
+                   choices=["torch", *defaults.EXPORT_FORMATS])
+    s.add_argument("--work-dir", help="where each format's test goes (default: CHECKPOINT's folder/benchmark)")
+    s.set_defaults(func=_benchmark)
+
     s = sub.add_parser("predict", parents=[shared["model"], shared["device"], shared["precision"],
-                                           shared["score_thr"]],
+                                           shared["score_thr"], shared["backend"]],
                        help="draw detections on an image or a folder and write them as JSON")
     s.add_argument("source", metavar="IMAGE_OR_FOLDER")
     s.add_argument("--out", default=defaults.PREDICT_DIR)

@@ -28,7 +28,8 @@ def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequenc
 
 def predict(detector: Detector, source: str | Path, score_thr: float = defaults.SCORE_THR,
             out: str | Path = defaults.PREDICT_DIR) -> list[dict]:
-    """Detect objects (the model's classes) in an image or a folder of images.
+    """Detect objects (the model's classes) in an image or a folder of images. ``detector``: a ``Detector``, or
+    anything that answers as one (``predict``, ``classes``, ``dataset_meta``: ``deploy.backend``'s exports).
 
     Writes ``OUT/<image name>`` with boxes, class and score drawn, and
     ``OUT/predictions.json`` (one entry per image, boxes ``[x1, y1, x2, y2]`` in original
@@ -39,8 +40,8 @@ def predict(detector: Detector, source: str | Path, score_thr: float = defaults.
     images = list_images(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    visualizer = DetLocalVisualizer(name=f"balloondet-predict-{id(detector.model)}")
-    visualizer.dataset_meta = detector.model.dataset_meta
+    visualizer = DetLocalVisualizer(name=f"balloondet-predict-{id(detector)}")
+    visualizer.dataset_meta = detector.dataset_meta
     classes = detector.classes
     entries = []
     for path in images:

@@ -105,6 +105,11 @@ class Detector:
                    classes=tuple(model.dataset_meta["classes"]), device=device, precision=precision,
                    channels_last=channels_last)
 
+    @property
+    def dataset_meta(self) -> dict:
+        """The classes and their palette, as the checkpoint (and mmdet's visualizer) hold them."""
+        return self.model.dataset_meta
+
     def with_model(self, model: BaseDetector) -> Detector:
         """The same pipelines, classes, device and precision around another model (e.g. a re-initialised copy)."""
         return replace(self, model=model)
@@ -128,6 +133,15 @@ class Detector:
 
         with self.autocast():
             return inference_detector(self.model, str(image), test_pipeline=self.pipeline)
+
+    def infer(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes x1 y1 x2 y2 in the photo's pixels, scores, labels), best first, of a BGR uint8 photo as the
+        test pipeline loads it: what an exported model's ``infer`` answers (``deploy.backend``)."""
+        from mmdet.apis import inference_detector
+
+        with self.autocast():
+            pred = inference_detector(self.model, bgr, test_pipeline=self.array_pipeline).pred_instances
+        return pred.bboxes.float().numpy(), pred.scores.float().numpy(), pred.labels.numpy()
 
     def prepare(self, image: str | Path | np.ndarray) -> tuple[torch.Tensor, DetDataSample]:
         """The test pipeline and preprocessing of one image: (input batch of 1, data sample).
