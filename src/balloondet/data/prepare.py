@@ -24,7 +24,7 @@ from balloondet.core import defaults
 from balloondet.core.errors import DataError
 from balloondet.core.files import display_path, download, write_json_atomic
 from balloondet.data.classes import unify
-from balloondet.data.formats import UNSPLIT, VIA_FILE, read_source
+from balloondet.data.formats import SPLITS, UNSPLIT, VIA_FILE, read_source
 from balloondet.data.health import HealthReport, check_health
 from balloondet.data.split import SPLIT_FILE, describe, split_images
 from balloondet.data.synthetic import make_synthetic_dataset
@@ -34,7 +34,6 @@ OFFICIAL_URLS = (
     "https://download.openmmlab.com/mmyolo/data/balloon_dataset.zip",  # mirror
 )
 ARCHIVE_NAME = "balloon_dataset.zip"
-SPLITS = ("train", "val")
 
 
 # --- download -------------------------------------------------------------------------

@@ -16,15 +16,10 @@ from balloondet.core import defaults
 from balloondet.core.files import display_path, load_json, write_json_atomic
 from balloondet.deploy.backend import BACKENDS, ExportedDetector, cpu_threads
 from balloondet.deploy.evaluate import agreement, evaluate_exported
-from balloondet.deploy.export import default_export_path, export_model, pipeline_geometry
+from balloondet.deploy.export import default_export_path, export_model, file_size, pipeline_geometry
 
 BENCHMARK_JSON = "benchmark.json"
 ROUNDS = 3  # timed passes over the val photos per format
-
-
-def file_size(path: Path) -> int:
-    """Bytes of a model file (an OpenVINO IR with its .bin)."""
-    return sum(p.stat().st_size for p in (path, path.with_suffix(".bin")) if p.is_file())
 
 
 def machine() -> str:

@@ -201,10 +201,15 @@ def export_model(config: str | Path, checkpoint: str | Path, fmt: str = "onnx", 
 
         with tempfile.TemporaryDirectory() as tmp:
             export_openvino(export_onnx(detector, Path(tmp) / "model.onnx", metadata), out, metadata)
-    size = sum(p.stat().st_size for p in (out, out.with_suffix(".bin")) if p.is_file())
+    size = file_size(out)
     print(f"exported {display_path(out)} ({fmt}, {size / 1e6:.1f} MB; classes {', '.join(detector.classes)}; "
           f"input: BGR uint8 letterboxed to {metadata['scale'][0]}x{metadata['scale'][1]})")
     return out
+
+
+def file_size(path: Path) -> int:
+    """Bytes of a model file (an OpenVINO IR with its .bin)."""
+    return sum(p.stat().st_size for p in (path, path.with_suffix(".bin")) if p.is_file())
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -113,6 +113,16 @@ def match_detections(gt: dict, dets: list[dict], score_thr: float = defaults.SCO
     return out
 
 
+def category_names(gt: dict) -> list[str]:
+    """The class names of COCO ground truth, in category-id order (label i is the i-th)."""
+    return [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+
+
+def category_index(gt: dict) -> dict[int, int]:
+    """``{category id: label}``: each category's position in ``category_names``."""
+    return {c["id"]: i for i, c in enumerate(sorted(gt["categories"], key=lambda c: c["id"]))}
+
+
 def group_by_image(gt: dict, entries: list[dict]) -> dict[int, list[dict]]:
     """``entries`` (annotations or detections) per image id of ``gt``."""
     groups: dict[int, list[dict]] = {img["id"]: [] for img in gt["images"]}

@@ -50,6 +50,7 @@ from balloondet.core.errors import DataError
 from balloondet.core.files import display_path, load_json, write_json_atomic
 from balloondet.core.images import save_figure
 from balloondet.detect.cocostats import (
+    category_names,
     check_detections,
     coco_eval,
     group_by_image,
@@ -271,7 +272,7 @@ def tide_errors(gt: dict, dets: list[dict], fg_iou: float = defaults.ERRORS_FG_I
     for kind in types:
         ap50, mean_ap = ap_scores(*fixed(gt, dets, errors, kind))
         delta_ap50[kind], delta_map[kind] = gain(ap50, base_ap50), gain(mean_ap, base_map)
-    classes = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    classes = category_names(gt)
     return {"fg_iou": fg_iou, "bg_iou": bg_iou, "classes": classes, "types": list(types),
             "ap50": finite_or_none(base_ap50), "map": finite_or_none(base_map), "counts": errors.counts(types),
             "delta_ap50": delta_ap50, "delta_map": delta_map}

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from balloondet.core import defaults
 from balloondet.core.files import write_json_atomic
 from balloondet.core.images import save_figure
-from balloondet.detect.cocostats import coco_eval, group_by_image, iou_xywh, load_pair, match_image
+from balloondet.detect.cocostats import (
+    category_index,
+    category_names,
+    coco_eval,
+    group_by_image,
+    iou_xywh,
+    load_pair,
+    match_image,
+)
 from balloondet.detect.report import detections_file
 
 if TYPE_CHECKING:
@@ -25,11 +33,6 @@ if TYPE_CHECKING:
 
 PER_CLASS_JSON = "per_class.json"
 BACKGROUND = "background"
-
-
-def class_names(gt: dict) -> list[str]:
-    """The classes of converted ground truth, in category-id order."""
-    return [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
 
 
 def per_class_ap(gt: dict, dets: list[dict]) -> list[dict[str, Any]]:
@@ -59,7 +62,7 @@ def confusion_matrix(gt: dict, dets: list[dict], score_thr: float = defaults.SCO
     missed, i.e. background); see the module's doc for how each detection is counted once."""
     import numpy as np
 
-    index = {c["id"]: i for i, c in enumerate(sorted(gt["categories"], key=lambda c: c["id"]))}
+    index = category_index(gt)
     bg = len(index)
     matrix = np.zeros((bg + 1, bg + 1), dtype=int)
     anns, by_image = group_by_image(gt, gt["annotations"]), group_by_image(gt, dets)
@@ -136,7 +139,7 @@ def per_class(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT, 
     ``WORK_DIR/per_class.json``, drawn at ``out`` (None: not saved)."""
     gt, dets = load_pair(Path(data_root) / f"{split}.json", detections_file(work_dir))
     rows, matrix = per_class_ap(gt, dets), confusion_matrix(gt, dets, score_thr, iou_thr)
-    classes = class_names(gt)
+    classes = category_names(gt)
     record = {"split": split, "score_thr": score_thr, "iou_thr": iou_thr, "classes": classes, "ap": rows,
               "confusion": {"rows": [*classes, BACKGROUND], "columns": [*classes, BACKGROUND],
                             "counts": matrix.tolist()}}

@@ -14,7 +14,16 @@ from balloondet.core import defaults
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import load_json
 from balloondet.core.images import read_image, save_figure
-from balloondet.detect.cocostats import ImageMatch, coco_eval, load_pair, match_detections, pr_curve, threshold_sweep
+from balloondet.detect.cocostats import (
+    ImageMatch,
+    category_index,
+    category_names,
+    coco_eval,
+    load_pair,
+    match_detections,
+    pr_curve,
+    threshold_sweep,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -59,10 +68,6 @@ def gt_vs_pred(work_dir: str | Path, data_root: str | Path = defaults.DATA_ROOT,
     return save_figure(draw_matches(matches, split_images(ann_file), title, cols=cols, gt=gt), out, dpi=70)
 
 
-def category_names(gt: dict) -> list[str]:
-    """The class names of COCO ground truth, in category-id order."""
-    return [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
-
 
 def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, cols: int = 4,
                  gt: dict | None = None) -> Figure:
@@ -79,7 +84,7 @@ def draw_matches(matches: list[ImageMatch], image_dir: str | Path, title: str, c
 
     classes = category_names(gt) if gt else []
     by_class = len(classes) > 1
-    ids = {c["id"]: i for i, c in enumerate(sorted(gt["categories"], key=lambda c: c["id"]))} if gt else {}
+    ids = category_index(gt) if gt else {}
     class_colours = ["#%02x%02x%02x" % c for c in palette(len(classes))]
 
     def outlined(kind: str) -> list | None:
