@@ -44,11 +44,13 @@ run: setup  ## the main job: both notebooks, top to bottom, on the real data; fi
 notebook: setup
 	$(BIN)/jupyter lab
 
-bench: setup
+bench: setup  ## the model's step, inference, CAM and cam-eval per image; then bench-loop's real iteration
 	$(BIN)/python bench/benchmark.py
+	$(MAKE) bench-loop
 
-bench-loop: setup  ## the real training iteration beside the model step, image cache on and off (needs data/balloon)
-	$(BIN)/python bench/train_loop.py --workers 2 --threads 2
+bench-loop: setup  ## the real training iteration beside the model step, image cache on and off (on the real data)
+	$(BIN)/balloondet data
+	$(BIN)/python bench/train_loop.py
 
 lock: setup  ## regenerate requirements.lock (uv, hashes) after changing a pin
 	UV=$(BIN)/uv bash scripts/lock.sh

@@ -13,8 +13,8 @@ for every combination of ``--cache`` (the decoded-image cache, ``engine.image_ca
 (the train dataloader's ``num_workers``) and ``--threads`` (torch's intra-op threads in the main process),
 the combinations in a new order each round so that the machine's drift spreads over all of them.
 
-    .venv/bin/python bench/train_loop.py                                  # the full matrix, 1 round
-    .venv/bin/python bench/train_loop.py --cache on off --workers 2 --threads 2 --rounds 3
+    .venv/bin/python bench/train_loop.py                       # cache on and off; workers and threads from the cores
+    .venv/bin/python bench/train_loop.py --workers 0 1 2 --threads 1 2 --rounds 3   # the matrix that chose them
 
 Prints a table and appends one JSON line per setting and round to ``--out``.
 """
@@ -42,8 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default="data/balloon")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--cache", nargs="+", default=["on", "off"], choices=["on", "off"])
-    p.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--workers", nargs="+", type=int, default=None,
+                   help="default: what the recipe's num_workers='auto' gives on this machine (engine.cores)")
+    p.add_argument("--threads", nargs="+", type=int, default=None,
+                   help="default: the cores this process may use, as train sets them (engine.cores)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="shuffles the order of the settings")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -95,7 +97,7 @@ def child(setting: dict) -> dict:
     workers = setting["workers"]
     with tempfile.TemporaryDirectory() as work:
         train(setting["config"], work_dir=work, device="cpu", epochs=setting["epochs"], data_root=setting["data_root"],
-              image_cache=setting["cache"] == "on", quiet=True,
+              image_cache=setting["cache"] == "on", quiet=True, threads=setting["threads"],
               cfg_options={"train_dataloader.num_workers": workers, "train_dataloader.persistent_workers": workers > 0})
     iterations = [b[2] - a[2] for a, b in itertools.pairwise(timer.ends) if a[0] == b[0] and a[0] >= 1]
     epochs = {}
@@ -114,7 +116,12 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT / "src"))
     from balloondet.core import defaults
 
+    from balloondet.engine.cores import loader_workers, usable_cores
+
     config = a.config or defaults.BENCH_CONFIG
+    cores = usable_cores()
+    a.workers = a.workers or [loader_workers(cores, "train")]
+    a.threads = a.threads or [cores]
     combos = [dict(cache=c, workers=w, threads=t) for c in a.cache for w in a.workers for t in a.threads]
     rng = random.Random(a.seed)
     rows = []

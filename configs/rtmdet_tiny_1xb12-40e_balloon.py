@@ -17,13 +17,13 @@ randomness = dict(seed=0)  # same seed, same device: same run (see README on det
 
 train_dataloader = dict(
     batch_size=12,
-    num_workers=2,  # the base's 10 workers suit a GPU server, not a laptop
+    num_workers='auto',  # from the cores (engine.cores): the base's 10 workers suit a GPU server, not a laptop
     persistent_workers=True,
     pin_memory=False,
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='train.json', data_prefix=dict(img='train/')))
 val_dataloader = dict(
     batch_size=4,
-    num_workers=2,
+    num_workers='auto',
     persistent_workers=True,
     dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='val.json', data_prefix=dict(img='val/')))
 test_dataloader = val_dataloader

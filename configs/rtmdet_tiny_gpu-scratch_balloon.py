@@ -8,9 +8,7 @@ interval = 10
 
 load_from = None  # nothing pretrained: `balloondet train auto` picks this recipe when the checkpoint is unreachable
 
-train_dataloader = dict(num_workers=8, pin_memory=True)  # a model this small is fed by the CPU pipeline, not the GPU
-val_dataloader = dict(num_workers=4)
-test_dataloader = val_dataloader
+train_dataloader = dict(pin_memory=True)  # workers from the cores (engine.cores): up to 8 to feed the GPU
 
 train_cfg = dict(max_epochs=max_epochs, val_interval=interval, dynamic_intervals=[(max_epochs - stage2_num_epochs, 5)])
 optim_wrapper = dict(optimizer=dict(lr=base_lr))

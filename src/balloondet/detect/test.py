@@ -10,6 +10,7 @@ from balloondet.core.files import display_path, load_json, write_json_atomic
 from balloondet.engine.checkpoint import allow_mmengine_checkpoints
 from balloondet.engine.compat import runner_device, unformatted_config_text
 from balloondet.engine.config import build_config, pick_device
+from balloondet.engine.cores import set_threads
 from balloondet.engine.precision import resolve_precision
 from balloondet.engine.tta import use_tta
 
@@ -43,6 +44,7 @@ def evaluate_checkpoint(config: str | Path, checkpoint: str | Path, work_dir: st
         print(f"precision: {why}")
     cfg = build_config(config, work_dir=work_dir or checkpoint.parent, cfg_options=cfg_options, data_root=data_root,
                        precision=precision)
+    set_threads()
     cfg.load_from = str(checkpoint)
     if tta:
         use_tta(cfg)

@@ -21,6 +21,7 @@ from balloondet.engine.config import (
     read_saved_config,
     resolve_recipe,
 )
+from balloondet.engine.cores import cores_line, set_threads
 from balloondet.engine.detector import find_checkpoint
 from balloondet.engine.download import download_checkpoint, hub_cache_path, verify_hash_prefix
 from balloondet.engine.precision import resolve_precision
@@ -76,7 +77,7 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
           cfg_options: dict | None = None, launcher: str = "none", data_root: str | Path | None = None,
           time_budget: float | None = None, precision: str = defaults.PRECISION, quiet: bool = False,
           retrain: bool = False, val_loss: bool = True, load_from: str | Path | None = None,
-          image_cache: bool = defaults.IMAGE_CACHE) -> Path:
+          image_cache: bool = defaults.IMAGE_CACHE, threads: int | None = None) -> Path:
     """Train; returns the work dir. Checkpoints, logs and curves' data end up there.
 
     ``config`` ``auto`` picks the recipe for this machine (``engine.config.choose_recipe``).
@@ -89,6 +90,8 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     ``load_from``: a checkpoint (path or URL) to fine-tune from instead of the config's; ``auto`` then
     picks a fine-tuning recipe. It is checked before anything is trained (``check_load_from``).
     ``image_cache``: decode each image once (``engine.image_cache``), where the memory allows.
+    ``threads``: torch's intra-op threads (None: the cores this process may use, ``engine.cores``, as the
+    dataloaders' ``num_workers='auto'``).
     """
     if load_from and from_scratch:
         raise TrainError(f"load_from={load_from} and from_scratch=True ask for opposite things: drop one of them")
@@ -100,6 +103,9 @@ def train(config: str | Path, work_dir: str | Path | None = None, device: str = 
     cfg = build_config(config, work_dir=work_dir, epochs=epochs, from_scratch=from_scratch, resume=resume,
                        cfg_options=cfg_options, launcher=launcher, device=device, data_root=data_root,
                        precision=precision)
+    set_threads(threads)
+    if not quiet:
+        print(cores_line(cfg))
     if load_from:
         cfg.load_from = str(load_from)
     if retrain and resume:

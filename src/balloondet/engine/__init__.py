@@ -7,6 +7,7 @@
 - ``checkpoint``: ``safe_load``, and mmengine's checkpoint loading routed through it.
 - ``download``: checkpoint downloads, verified against the hash prefix in their names.
 - ``checkpoint_fit``: does a checkpoint fit a model (``check_fits``, ``check_pretrained``, ``CheckpointFitHook``).
+- ``cores``: the cores this process may use, and the DataLoader workers and torch threads for them.
 - ``precision``: bf16 on the CPU (the convolutions in bf16, the detection head in fp32).
 - ``hooks``: mmengine hooks a config can name (a time budget, a progress bar, the val loss).
 - ``transforms``: data transforms a config can name (``CachedCopyPaste``).

@@ -3,8 +3,8 @@
 - ``resolve_config``: a config path, or a name looked up in ``$BALLOONDET_CONFIGS``,
   ``./configs`` and the source checkout's ``configs/``.
 - ``build_config``: the mmengine ``Config`` of a run, with this package's overrides
-  (``set_data_root``, ``set_classes_from_data``, ``set_epochs``, ``set_from_scratch``, the torchrun-on-CPU
-  tweaks).
+  (``set_data_root``, ``set_classes_from_data``, ``cores.set_workers``, ``set_epochs``, ``set_from_scratch``,
+  the torchrun-on-CPU tweaks).
 - ``pick_device``: choose the device (``compat.runner_device`` makes mmengine's Runner use it).
 - ``choose_recipe``/``resolve_recipe``: the config that ``auto`` stands for on this machine.
 - ``read_saved_config``/``saved_config_files``: the config a run saved into its work dir.
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from balloondet.core import defaults
 from balloondet.core.errors import ConfigError
+from balloondet.engine.cores import set_workers
 
 if TYPE_CHECKING:
     from mmengine.config import Config
@@ -213,6 +214,7 @@ def build_config(config: str | Path, *, work_dir: str | Path | None = None, epoc
     set_classes_from_data(cfg)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    set_workers(cfg)  # a config's num_workers='auto': from the cores this process may use
     cfg.work_dir = str(work_dir or default_work_dir(path, data_root))
     if epochs:
         set_epochs(cfg, int(epochs))
