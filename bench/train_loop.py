@@ -115,7 +115,6 @@ def main(argv=None) -> int:
         return 0
     sys.path.insert(0, str(ROOT / "src"))
     from balloondet.core import defaults
-
     from balloondet.engine.cores import loader_workers, usable_cores
 
     config = a.config or defaults.BENCH_CONFIG

@@ -171,3 +171,32 @@ def test_keep_head_fp32_is_idempotent(initialised_model):
     model = keep_head_fp32(copy.deepcopy(initialised_model))
     bound = model.bbox_head.predict_by_feat
     assert keep_head_fp32(model).bbox_head.predict_by_feat is bound
+
+
+def test_fold_batch_norms_keeps_the_outputs_and_each_levels_own_norm(initialised_model):
+    """Every conv-then-BN pair folded, RTMDet's head included, whose levels share one convolution but have a batch
+    norm each (folding in place into the shared weight, as mmcv's fuse_conv_bn does, would mix the levels)."""
+    import copy
+
+    from balloondet.engine.compat import fold_batch_norms
+
+    model = copy.deepcopy(initialised_model).eval()
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():  # trained-looking statistics: a fold of the init's (0, 1) would change little
+        if isinstance(module, torch.nn.BatchNorm2d):
+            n = module.num_features
+            module.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
+    head = model.bbox_head
+    assert head.cls_convs[1][0].conv is head.cls_convs[0][0].conv  # shared between levels...
+    assert head.cls_convs[1][0].bn is not head.cls_convs[0][0].bn  # ...each with its own norm
+    folded = fold_batch_norms(copy.deepcopy(model))
+    norms = [m for m in folded.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms == []  # every norm of this model follows a convolution
+    x = torch.randn(2, 3, 160, 224, generator=generator)
+    with torch.no_grad():
+        want, got = model.bbox_head(model.extract_feat(x)), folded.bbox_head(folded.extract_feat(x))
+    for a, b in zip([*want[0], *want[1]], [*got[0], *got[1]], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)

@@ -145,3 +145,63 @@ def test_cli_cam_eval_writes_the_table(trained_smoke, synthetic_root, tmp_path, 
     assert all(0 <= r["deletion_auc"] <= 1 and r["randomisation_corr"] is None for r in doc["rows"])
     assert (tmp_path / "cam_eval.md").read_text().startswith("| method |")
     assert (tmp_path / "cam_eval.png").stat().st_size > 10_000
+
+
+def one_image(detector, synthetic_root):
+    """The first val image's input, sample, blurred copy and predicted boxes (score >= 0.3, at most 3)."""
+    from balloondet.core.images import list_images
+    from balloondet.explain.cam_eval import blurred_copy
+    from balloondet.explain.selection import select_targets
+    from balloondet.explain.wrapper import predict_boxes
+
+    inputs, sample = detector.prepare(list_images(synthetic_root / "val")[0])
+    bboxes, labels, _ = select_targets(predict_boxes(detector.model, inputs, sample), "predicted", 0.3, 3)
+    assert len(bboxes), "the smoke model finds nothing to explain"
+    return inputs, sample, blurred_copy(inputs, sample), bboxes, labels
+
+
+@pytest.mark.train
+def test_one_shared_pass_gives_every_row_its_own_map(smoke_detector, synthetic_root):
+    """Grad-CAM, RandomCAM, LayerCAM and spatial Grad-CAM at three layers from one forward and backward pass:
+    each map is the one a pass of its own gives (RandomCAM's random weights included)."""
+    from balloondet.explain.cam import explain_shared, shares_a_pass
+    from balloondet.explain.cam_eval import map_for, row_maps
+
+    inputs, sample, _, bboxes, labels = one_image(smoke_detector, synthetic_root)
+    layers = ["neck.out_convs.0", "neck.out_convs.1", "neck.out_convs.2"]
+    rows = [(m, layer) for m in ("gradcam", "randomcam", "layercam", "spatial-gradcam") for layer in layers]
+    assert all(shares_a_pass(m) for m, _ in rows) and not shares_a_pass("eigencam") and not shares_a_pass("drise")
+    shared = explain_shared(smoke_detector.model, inputs, sample, bboxes, labels, rows, seed=3)
+    for method, layer in rows:
+        alone = map_for(smoke_detector.model, inputs, sample, bboxes, labels, method, layer, seed=3)
+        np.testing.assert_allclose(shared[method, layer], alone, atol=1e-6, err_msg=f"{method} at {layer}")
+    assert not np.allclose(shared["gradcam", layers[0]], shared["gradcam", layers[2]])  # the layers differ
+    maps, seconds = row_maps(smoke_detector.model, inputs, sample, bboxes, labels,
+                             [("gradcam", layers[0]), ("eigencam", layers[0]), ("sobel", "image")], seed=3)
+    assert set(maps) == set(seconds) and all(s > 0 for s in seconds.values())
+
+
+@pytest.mark.train
+def test_batched_curves_equal_the_one_at_a_time_curves(smoke_detector, synthetic_root):
+    """Deletion and insertion, both curves' perturbed copies in batches, equal scoring each copy alone."""
+    from balloondet.explain.cam_eval import box_scores, deletion_insertion, map_for, perturbed, pixel_ranks
+
+    inputs, sample, blurred, bboxes, labels = one_image(smoke_detector, synthetic_root)
+    fractions = fractions_for(0.1)
+    heatmap = map_for(smoke_detector.model, inputs, sample, bboxes, labels, CHOSEN, FINE, seed=0)
+    ends = tuple(box_scores(smoke_detector, sample, torch.cat([inputs, blurred]), bboxes, labels))
+    deletion, insertion = deletion_insertion(smoke_detector, sample, inputs, blurred, heatmap, bboxes, labels,
+                                             fractions, ends, np.random.default_rng(1))
+    ranks = pixel_ranks(heatmap, np.random.default_rng(1))
+
+    def alone(start, end):
+        return [float(box_scores(smoke_detector, sample, image[None], bboxes, labels, batch=1)[0])
+                for image in perturbed(start, end, ranks, fractions)]
+
+    np.testing.assert_allclose(deletion, alone(inputs, blurred), atol=1e-5)
+    np.testing.assert_allclose(insertion, alone(blurred, inputs), atol=1e-5)
+    # cam_eval scores with the batch norms folded into the convolutions: the same curves to float rounding
+    folded = deletion_insertion(smoke_detector.folded(), sample, inputs, blurred, heatmap, bboxes, labels, fractions,
+                                ends, np.random.default_rng(1))
+    np.testing.assert_allclose(folded, (deletion, insertion), atol=1e-4)
+    assert deletion[0] - deletion[-1] > 0.1 and np.ptp(deletion[1:-1]) > 0.05  # curves that move, not constants

@@ -194,6 +194,40 @@ def separable_max_pools(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def fold_batch_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Each batch norm that follows a convolution folded into a copy of that convolution's weights and bias,
+    the norm replaced by an identity (in place; eval mode: the running statistics are what is folded).
+
+    mmcv's ``fuse_conv_bn`` does the same, but writes into the convolution itself: RTMDet's head shares one
+    convolution between the pyramid levels, each with its own batch norm, so every level's norm would be
+    folded into the one shared weight. Here each norm gets its own copy. For forward passes only (a norm
+    is gone): the same outputs up to float rounding, one pass over each feature map fewer.
+    """
+    import copy
+
+    import torch
+
+    with torch.no_grad():
+        for module in list(model.modules()):
+            last = None  # (name, conv) of the child just before, when it is a convolution
+            for name, child in list(module.named_children()):
+                if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and last is not None \
+                        and child.track_running_stats and child.running_var is not None:
+                    conv_name, conv = last
+                    fused = copy.deepcopy(conv)
+                    scale = (child.weight if child.affine else 1) / torch.sqrt(child.running_var + child.eps)
+                    bias = conv.bias if conv.bias is not None else torch.zeros_like(child.running_mean)
+                    fused.weight = torch.nn.Parameter(conv.weight * scale.reshape(-1, 1, 1, 1))
+                    fused.bias = torch.nn.Parameter((bias - child.running_mean) * scale +
+                                                    (child.bias if child.affine else 0))
+                    setattr(module, conv_name, fused)
+                    setattr(module, name, torch.nn.Identity())
+                    last = None
+                else:
+                    last = (name, child) if isinstance(child, torch.nn.Conv2d) else None
+    return model
+
+
 def _channels_last_input(module: torch.nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: a 4-d input in channels-last memory format (the same values)."""
     import torch

@@ -114,6 +114,19 @@ class Detector:
         """The same pipelines, classes, device and precision around another model (e.g. a re-initialised copy)."""
         return replace(self, model=model)
 
+    def folded(self) -> Detector:
+        """A copy for many forward passes without gradients (cam-eval's perturbed images): each batch norm
+        folded into its convolution (``compat.fold_batch_norms``), in this detector's layout. The same
+        predictions up to float rounding; this detector's model is not touched."""
+        import torch
+
+        from balloondet.engine.compat import fold_batch_norms
+
+        model = fold_batch_norms(copy.deepcopy(self.model).eval())
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return replace(self, model=model)
+
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         """A batch in the memory layout this detector's convolutions use (channels-last or the default)."""
         import torch

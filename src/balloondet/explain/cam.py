@@ -11,8 +11,9 @@ that is ``neck.out_convs.2`` (mmyolo calls it ``out_layers``).
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +74,82 @@ def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
     heatmap = run_cam(cam_methods()[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
     h, w = sample.metainfo["img_shape"]
     return heatmap[:h, :w]
+
+
+def shares_a_pass(method: str) -> bool:
+    """A gradient method whose map is grad-cam's ``get_cam_image`` of one layer's activations and gradients
+    (``BaseCAM``'s own forward): every such method and layer can take its map from one shared pass."""
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    if method not in GRADIENT_METHODS:
+        return False
+    cls = cam_methods()[method]
+    return all(getattr(cls, name) is getattr(BaseCAM, name)
+               for name in ("forward", "compute_cam_per_layer", "aggregate_multi_layers"))
+
+
+@contextlib.contextmanager
+def numpy_seed(seed: int | None) -> Iterator[None]:
+    """RandomCAM draws from numpy's global generator: seed it here (None: leave it), and leave it as it was."""
+    if seed is None:
+        yield
+        return
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def explain_shared(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+                   labels: torch.Tensor, rows: Sequence[tuple[str, str]],
+                   seed: int | None = None) -> dict[tuple[str, str], np.ndarray]:
+    """The maps of several (method, layer) rows, every method ``shares_a_pass``, from one forward and one
+    backward pass of the dense target with every layer hooked, instead of one pass per row.
+
+    Each map is what ``explain(..., method, layer)`` returns alone, computed as grad-cam computes one
+    layer (``get_cam_image``, ReLU, scaled to the input, then its one-layer aggregate), with numpy's
+    generator seeded with ``seed`` before each row (RandomCAM's weights: as a fresh call would draw them).
+    """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    from balloondet.explain.methods import fpn_reshape_transform
+
+    for method, _ in rows:
+        if not shares_a_pass(method):
+            raise ConfigError(f"{method} cannot share a pass: use explain() for it")
+    names = list(dict.fromkeys(layer for _, layer in rows))
+    activations: dict[str, torch.Tensor] = {}
+    gradients: dict[str, torch.Tensor] = {}
+
+    def keep(name: str) -> Callable:
+        def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+            activations[name] = fpn_reshape_transform(output).detach()
+            output.register_hook(lambda grad: gradients.__setitem__(name, fpn_reshape_transform(grad).detach()))
+        return hook
+
+    handles = [get_layer(model, name).register_forward_hook(keep(name)) for name in names]
+    try:
+        wrapper = DetectorWrapper(model, sample, mode="dense").eval()
+        outputs = wrapper(inputs)
+        model.zero_grad()
+        PriorScoreTarget(bboxes, labels)(outputs[0]).backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    h, w = sample.metainfo["img_shape"]
+    size = (inputs.shape[-1], inputs.shape[-2])  # grad-cam's target size: (width, height)
+    classes = cam_methods()
+    maps = {}
+    for method, layer in rows:
+        cam_fn = classes[method](wrapper, [])  # no layer hooked: only its get_cam_image is used
+        acts, grads = activations[layer].cpu().numpy(), gradients[layer].cpu().numpy()
+        with numpy_seed(seed):
+            cam = cam_fn.get_cam_image(inputs, get_layer(model, layer), None, acts, grads, False)
+        per_layer = scale_cam_image(np.maximum(cam, 0), size)[:, None]
+        maps[(method, layer)] = cam_fn.aggregate_multi_layers([per_layer])[0][:h, :w]
+    return maps
 
 
 def drise_mask_count(drise_masks: int | None) -> int:

@@ -32,13 +32,12 @@ that is what the detector sees, and the perturbed copies of an image go through 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ from balloondet.core import defaults
 from balloondet.core.console import progress_bar
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.images import list_images
-from balloondet.explain.cam import drise_mask_count, explain
+from balloondet.explain.cam import drise_mask_count, explain, explain_shared, numpy_seed, shares_a_pass
 from balloondet.explain.cam_eval_report import (
     IMAGE,
     RANDOM,
@@ -212,17 +211,6 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a.ravel(), b.ravel())[0])
 
 
-@contextlib.contextmanager
-def numpy_seed(seed: int) -> Iterator[None]:
-    """RandomCAM draws from numpy's global generator: seed it here, and leave it as it was."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
-
-
 def map_for(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
             labels: torch.Tensor, method: str, layer: str, seed: int, bf16: bool = False,
             drise_masks: int | None = None) -> np.ndarray:
@@ -235,39 +223,67 @@ def map_for(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
                        drise_masks=drise_masks)
 
 
+def row_maps(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bboxes: torch.Tensor,
+             labels: torch.Tensor, rows: Sequence[tuple[str, str]], seed: int, bf16: bool = False,
+             drise_masks: int | None = None) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], float]]:
+    """Every row's map (``map_for``'s), and the seconds each took. The rows whose method ``shares_a_pass``
+    (Grad-CAM and RandomCAM at every layer, by default) come from one forward and backward pass
+    (``explain_shared``, the same maps), its time split evenly between them."""
+    shared = [row for row in rows if shares_a_pass(row[0])]
+    maps, seconds = {}, {}
+    if shared:
+        start = time.perf_counter()
+        maps.update(explain_shared(model, inputs, sample, bboxes, labels, shared, seed))
+        seconds.update(dict.fromkeys(shared, (time.perf_counter() - start) / len(shared)))
+    for method, layer in rows:
+        if (method, layer) not in maps:
+            start = time.perf_counter()
+            maps[method, layer] = map_for(model, inputs, sample, bboxes, labels, method, layer, seed, bf16, drise_masks)
+            seconds[method, layer] = time.perf_counter() - start
+    return maps, seconds
+
+
 # --- one image, a folder ----------------------------------------------------------------
 def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[str, str]], fractions: np.ndarray,
                    score_thr: float = defaults.SCORE_THR, topk: int = defaults.CAM_TOPK,
                    random_model: BaseDetector | None = None, seed: int = 0,
-                   drise_masks: int | None = None) -> list[MapScore]:
-    """Every (method, layer) map of one image, measured; DataError when no box reaches ``score_thr``."""
+                   drise_masks: int | None = None, scorer: Detector | None = None) -> list[MapScore]:
+    """Every (method, layer) map of one image, measured; DataError when no box reaches ``score_thr``.
+
+    ``scorer``: the detector that scores the perturbed copies (``detector.folded()``: the same scores to
+    float rounding, faster); the maps and the boxes to explain come from ``detector`` itself.
+    """
+    scorer = scorer or detector
     inputs, sample = detector.prepare(image)
     pred = predict_boxes(detector.model, inputs, sample)
     bboxes, labels, _ = select_targets(pred, "predicted", score_thr, topk)
     if len(bboxes) == 0:
         raise DataError(f"{image}: no predicted box with score >= {score_thr} to explain")
     blurred = blurred_copy(inputs, sample)
-    ends = tuple(box_scores(detector, sample, torch.cat([inputs, blurred]), bboxes, labels))
+    ends = tuple(box_scores(scorer, sample, torch.cat([inputs, blurred]), bboxes, labels))
     boxes = bboxes.cpu().numpy()  # input pixels, like the maps
     inside = box_mask(boxes, sample.metainfo["img_shape"])
+    bf16 = detector.precision == "bf16"
+    maps, seconds = row_maps(detector.model, inputs, sample, bboxes, labels, rows, seed, bf16, drise_masks)
+    random_maps = {} if random_model is None else \
+        row_maps(random_model, inputs, sample, bboxes, labels, rows, seed, bf16, drise_masks)[0]
     results = []
     for method, layer in rows:
         start = time.perf_counter()
-        bf16 = detector.precision == "bf16"
-        heatmap = map_for(detector.model, inputs, sample, bboxes, labels, method, layer, seed, bf16, drise_masks)
-        deletion, insertion = deletion_insertion(detector, sample, inputs, blurred, heatmap, bboxes, labels, fractions,
+        heatmap = maps[method, layer]
+        deletion, insertion = deletion_insertion(scorer, sample, inputs, blurred, heatmap, bboxes, labels, fractions,
                                                  ends, np.random.default_rng(seed))
-        seconds = time.perf_counter() - start
+        seconds[method, layer] += time.perf_counter() - start  # the map's and its curves' (not the random map's)
         corr = corr_in_boxes = math.nan
         if random_model is not None:
-            random_map = map_for(random_model, inputs, sample, bboxes, labels, method, layer, seed, bf16,
-                                 drise_masks)
+            random_map = random_maps[method, layer]
             corr = rank_correlation(heatmap, random_map)
             corr_in_boxes = rank_correlation(heatmap[inside], random_map[inside])
         results.append(MapScore(image=Path(image).name, method=method, layer=layer,
                                 focus=inside_outside_ratio(heatmap, boxes), deletion=deletion, insertion=insertion,
                                 deletion_auc=auc(deletion, fractions), insertion_auc=auc(insertion, fractions),
-                                randomisation=corr, randomisation_in_boxes=corr_in_boxes, seconds=seconds,
+                                randomisation=corr, randomisation_in_boxes=corr_in_boxes,
+                                seconds=seconds[method, layer],
                                 pointing_game=pointing_game(heatmap, boxes), energy_pointing_game=energy_pointing_game(
                                     heatmap, boxes), pointing_chance=chance(boxes, heatmap.shape,
                                                                             defaults.POINTING_TOLERANCE)))
@@ -326,13 +342,14 @@ def cam_eval(detector: Detector, folder: str | Path,
     images = list_images(folder)[:max_images]
     rows = table_rows(methods, layers, baselines)
     random_model = randomised_copy(detector.model, seed) if randomisation else None
+    scorer = detector.folded()  # the hundreds of forward passes per image: batch norms folded into the convs
     scores, done, skipped = [], [], []
     start = time.perf_counter()
     bar = progress_bar(len(images), f"cam-eval ({len(rows)} maps per image)", unit="image")
     for i, image in enumerate(images):
         try:
             scores += evaluate_image(detector, image, rows, fractions, score_thr, topk, random_model, seed + i,
-                                     drise_masks)
+                                     drise_masks, scorer)
             done.append(image.name)
         except DataError as err:
             skipped.append(f"{image.name}: {err}")
