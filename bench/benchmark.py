@@ -320,7 +320,7 @@ def measure_gradcam_time(detector, image: Path, args, device: str):
 
 def measure_cam_eval_time(detector, image: Path, args, device: str) -> dict[str, list[float]] | None:
     """cam-eval's cost per image and method: the map (``explain``) and its deletion + insertion
-    curves (``cam_eval.CAM_EVAL_STEP`` steps, one batch through the detector), on the stride-8
+    curves (``cam_eval.CAM_EVAL_STEP`` steps, through ``Detector.scorer`` as cam-eval does), on the stride-8
     neck output, every default method and the two baselines. Score threshold 0 as for Grad-CAM."""
     from balloondet.core import defaults
     from balloondet.explain.cam_eval import (
@@ -332,6 +332,7 @@ def measure_cam_eval_time(detector, image: Path, args, device: str) -> dict[str,
         deletion_insertion,
         fractions_for,
         map_for,
+        scored_region,
     )
     from balloondet.explain.selection import select_targets
     from balloondet.explain.wrapper import predict_boxes
@@ -345,15 +346,17 @@ def measure_cam_eval_time(detector, image: Path, args, device: str) -> dict[str,
         bboxes, labels, _ = select_targets(predict_boxes(model, inputs, sample), score_thr=0.0, topk=1)
         if len(bboxes) == 0:
             return None
-        blurred = blurred_copy(inputs, sample)
-        ends = tuple(box_scores(detector, sample, torch.cat([inputs, blurred]), bboxes, labels))
+        scorer = detector.scorer(inputs)  # as cam_eval scores: norms folded, ONNX Runtime on the CPU in fp32
+        h, w = scored_region(model, sample)  # and on the image region, not the padding
+        scored, blurred = inputs[..., :h, :w], blurred_copy(inputs, sample)[..., :h, :w]
+        ends = tuple(box_scores(scorer, sample, torch.cat([scored, blurred]), bboxes, labels))
         fractions = fractions_for(defaults.CAM_EVAL_STEP)
         layer = defaults.CAM_EVAL_LAYERS[0]
         times = {}
         for method in (*defaults.CAM_COMPARED, RANDOM, SOBEL):
             def one(method: str = method) -> None:
                 heatmap = map_for(model, inputs, sample, bboxes, labels, method, IMAGE if method == SOBEL else layer, 0)
-                deletion_insertion(detector, sample, inputs, blurred, heatmap, bboxes, labels, fractions, ends,
+                deletion_insertion(scorer, sample, scored, blurred, heatmap, bboxes, labels, fractions, ends,
                                    np.random.default_rng(0))
             times[method] = timed(one, min(args.warmup, 1), max(1, args.iters // 5), device)  # ~40 forwards each
         return times

@@ -74,3 +74,22 @@ def test_channels_last_predicts_what_the_default_layout_predicts(trained_smoke, 
         assert len(a.scores) == len(b.scores) and kept.any()
         assert torch.allclose(a.bboxes[kept], b.bboxes[kept], atol=1e-2)
         assert torch.allclose(a.scores[kept], b.scores[kept], atol=1e-4)
+
+
+@pytest.mark.train
+def test_image_region_is_the_photo_not_the_padding(smoke_detector):
+    """A landscape photo resized into the recipe's padded square: mmcv's Pad makes img_shape the square, the image
+    region is the photo's own shape; a CAM map cut to it has the photo's aspect (not squeezed when drawn on it)."""
+    import numpy as np
+
+    from balloondet.engine.detector import image_region
+    from balloondet.explain.cam import explain
+
+    photo = np.full((150, 300, 3), 120, np.uint8)  # 2:1, drawn at 192 px: 96 x 192 inside a 192 x 192 input
+    photo[40:100, 30:90] = (220, 30, 30)
+    inputs, sample = smoke_detector.prepare(photo)
+    assert tuple(sample.metainfo["img_shape"]) == tuple(inputs.shape[-2:]) == (192, 192)
+    assert image_region(sample) == (96, 192)
+    box = torch.tensor([[30, 40, 90, 100]], dtype=torch.float32) * 0.64  # the red square, in input pixels
+    heatmap = explain(smoke_detector.model, inputs, sample, box, torch.tensor([0]))
+    assert heatmap.shape == (96, 192)

@@ -204,4 +204,35 @@ def test_batched_curves_equal_the_one_at_a_time_curves(smoke_detector, synthetic
     folded = deletion_insertion(smoke_detector.folded(), sample, inputs, blurred, heatmap, bboxes, labels, fractions,
                                 ends, np.random.default_rng(1))
     np.testing.assert_allclose(folded, (deletion, insertion), atol=1e-4)
+    # on the CPU in fp32 the folded network runs in ONNX Runtime (Detector.scorer): the same curves again
+    scorer = smoke_detector.scorer(inputs)
+    assert scorer.network is not None
+    in_onnx = deletion_insertion(scorer, sample, inputs, blurred, heatmap, bboxes, labels, fractions, ends,
+                                 np.random.default_rng(1))
+    np.testing.assert_allclose(in_onnx, (deletion, insertion), atol=1e-4)
     assert deletion[0] - deletion[-1] > 0.1 and np.ptp(deletion[1:-1]) > 0.05  # curves that move, not constants
+
+
+@pytest.mark.train
+def test_the_copies_are_scored_on_the_photo_rounded_to_the_largest_stride(smoke_detector, synthetic_root):
+    """A 2:1 photo in the recipe's padded square: the perturbed copies go through the network cut to the image
+    region rounded up to stride 32 (whole cells at every level), and the boxes keep their scores there."""
+    import cv2
+
+    from balloondet.core.images import list_images
+    from balloondet.engine.detector import image_region
+    from balloondet.explain.cam_eval import box_scores, scored_region
+    from balloondet.explain.selection import select_targets
+    from balloondet.explain.wrapper import predict_boxes
+
+    image = cv2.imread(str(list_images(synthetic_root / "val")[0]))[..., ::-1]
+    wide = np.ascontiguousarray(np.concatenate([image, image], axis=1)[: image.shape[0] * 11 // 20])  # rows not /32
+    inputs, sample = smoke_detector.prepare(wide)
+    h, w = image_region(sample)
+    cut_h, cut_w = scored_region(smoke_detector.model, sample)
+    assert (cut_h, cut_w) == (-(-h // 32) * 32, w) and h < cut_h < inputs.shape[-2] and w == inputs.shape[-1]
+    bboxes, labels, _ = select_targets(predict_boxes(smoke_detector.model, inputs, sample), "predicted", 0.3, 3)
+    assert len(bboxes), "the smoke model finds nothing to explain"
+    padded = box_scores(smoke_detector, sample, inputs, bboxes, labels)
+    cut = box_scores(smoke_detector, sample, inputs[..., :cut_h, :cut_w].contiguous(), bboxes, labels)
+    np.testing.assert_allclose(cut, padded, atol=0.05)  # 0.588 and 0.553 here: only the border's context changes

@@ -42,6 +42,7 @@ LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 # 2 AVX2 cores, fp32, 640 px: model-only predict 225 -> 190 ms, one map's 38 cam-eval forwards 8.6 -> 6.7 s
 CHANNELS_LAST = True
 EXPORT_FORMATS = ("onnx", "openvino")  # what `balloondet export` writes and `--backend` reads besides torch
+ONNX_OPSET = 17  # the ONNX opset of an export and of cam-eval's ONNX Runtime network
 IMAGE_CACHE = True  # train and test decode each image once per run (engine.image_cache), memory permitting
 PRECISION = "auto"  # bf16 autocast on a CPU with native bfloat16, else fp32 (engine.precision.resolve_precision)
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -6,7 +6,6 @@ none of them grows an ``if backend`` of its own.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -27,8 +26,10 @@ DEFAULT_BACKEND = "torch"
 
 
 def cpu_threads() -> int:
-    """The threads a runtime gets: the cores this process may use (2 here, as torch takes)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The threads a runtime gets: the cores this process may use (``engine.cores.usable_cores``, as torch gets)."""
+    from balloondet.engine.cores import usable_cores
+
+    return usable_cores()
 
 
 @dataclass

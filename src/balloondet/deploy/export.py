@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 EXPORT_FORMATS = defaults.EXPORT_FORMATS
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml"}  # OpenVINO's IR: MODEL.xml with its weights in MODEL.bin
-OPSET = 17
+OPSET = defaults.ONNX_OPSET
 METADATA_KEY = "balloondet"
 FORMAT_VERSION = 1
 INPUT, OUTPUTS = "image", ("boxes", "scores", "labels")

@@ -13,5 +13,6 @@
 - ``transforms``: data transforms a config can name (``CachedCopyPaste``).
 - ``image_cache``: decode each image once per run (``CachedLoadImageFromFile``, ``ImageCacheHook``).
 - ``detector``: ``Detector``, a trained model loaded once with its test pipeline; a run's checkpoint.
+- ``network``: the network without its post-processing, for many forward passes (``OnnxNetwork``: in ONNX Runtime).
 - ``tta``: a config that tests with mmdet's test-time augmentation (RTMDet's scales and flips).
 """

@@ -22,7 +22,7 @@ from balloondet.core import defaults
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.files import display_path
 from balloondet.core.images import check_figure_path, list_images, read_image
-from balloondet.engine.detector import get_layer
+from balloondet.engine.detector import get_layer, image_region
 from balloondet.explain.maps import CamResult, format_focus, renormalize_in_boxes
 from balloondet.explain.methods import (
     GRADIENT_METHODS,
@@ -57,7 +57,7 @@ def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
             bf16: bool = False, drise_masks: int | None = None) -> np.ndarray:
     """The map of a prepared input (``Detector.prepare``) for boxes in input pixels, on the torch model itself.
 
-    Returns the (h, w) map of the resized image (``img_shape``, the padding cut off), in [0, 1].
+    Returns the (h, w) map of the resized image (``image_region``: the padding cut off), in [0, 1].
     D-RISE ignores ``target_layer``, draws ``drise_masks`` masks (``defaults.DRISE_MASKS`` when None)
     with ``seed`` and runs in bf16 when ``bf16``; the other methods ignore those three.
     """
@@ -72,7 +72,7 @@ def explain(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSample, bb
         wrapper, targets = DetectorWrapper(model, sample), [BoxScoreTarget(bboxes, labels)]
     kwargs = {"batch_size": 16} if method == "ablationcam" else {}
     heatmap = run_cam(cam_methods()[method], wrapper, layers, inputs, targets, **kwargs)  # padded input size
-    h, w = sample.metainfo["img_shape"]
+    h, w = image_region(sample)
     return heatmap[:h, :w]
 
 
@@ -138,7 +138,7 @@ def explain_shared(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSam
     finally:
         for handle in handles:
             handle.remove()
-    h, w = sample.metainfo["img_shape"]
+    h, w = image_region(sample)
     size = (inputs.shape[-1], inputs.shape[-2])  # grad-cam's target size: (width, height)
     classes = cam_methods()
     maps = {}
@@ -171,7 +171,7 @@ def explain_drise(model: BaseDetector, inputs: torch.Tensor, sample: DetDataSamp
     from balloondet.engine.precision import cpu_autocast
     from balloondet.explain.drise import DRISE, DRiseTarget
 
-    h, w = sample.metainfo["img_shape"]
+    h, w = image_region(sample)
     wrapper = DetectorWrapper(model, sample, with_nms=False)
     with torch.no_grad(), cpu_autocast(enabled=bf16):
         heatmap = DRISE(wrapper, n_masks=drise_mask_count(n_masks), seed=seed)(

@@ -26,9 +26,9 @@ Baselines that know nothing of the trained weights: grad-cam's ``RandomCAM`` (ra
 weights on the same layer) and a Sobel edge map of the image. D-RISE (``drise``, opt-in: hundreds of
 forward passes per map) explains the image, not a layer: one row, layer ``image``, like Sobel's.
 
-Everything happens at the network input's resolution (the resized image, its padding cut off):
+Everything happens at the network input's resolution (the resized image, ``image_region``, its padding cut off):
 that is what the detector sees, and the perturbed copies of an image go through it as one batch
-(the main cost: ``2 / step - 2`` images per map).
+(the main cost: ``2 / step - 2`` images per map), padded only to the head's largest stride (``scored_region``).
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from balloondet.core import defaults
 from balloondet.core.console import progress_bar
 from balloondet.core.errors import ConfigError, DataError
 from balloondet.core.images import list_images
+from balloondet.engine.detector import image_region
 from balloondet.explain.cam import drise_mask_count, explain, explain_shared, numpy_seed, shares_a_pass
 from balloondet.explain.cam_eval_report import (
     IMAGE,
@@ -85,6 +86,20 @@ def stride_of(model: BaseDetector, layer: str) -> int | None:
     return int(strides[int(match[1])][0])
 
 
+def scored_region(model: BaseDetector, sample: DetDataSample) -> tuple[int, int]:
+    """The part of the network input the perturbed copies are scored on: the image region (``image_region``)
+    rounded up to the head's largest stride, so every pyramid level sees whole cells. The test pipeline's
+    padding beyond it (a third of a 640 x 640 input for a 4:3 photo) is the same in every copy; left out, each
+    forward costs about a quarter less (``bench/forward_variants.py``)."""
+    strides = getattr(getattr(model.bbox_head, "prior_generator", None), "strides", None)
+    pad_h, pad_w = sample.metainfo["batch_input_shape"][:2]
+    if not strides:  # a head without a prior grid: score the whole input
+        return pad_h, pad_w
+    stride = max(max(s) if isinstance(s, (tuple, list)) else s for s in strides)
+    h, w = image_region(sample)
+    return min(math.ceil(h / stride) * stride, pad_h), min(math.ceil(w / stride) * stride, pad_w)
+
+
 def fractions_for(step: float) -> np.ndarray:
     """0, step, 2 step, ..., 1."""
     if not 0 < step <= 0.5:
@@ -102,7 +117,7 @@ def blurred_copy(inputs: torch.Tensor, sample: DetDataSample, sigma: float = BLU
     import torch.nn.functional as F
     from torchvision.transforms.functional import gaussian_blur
 
-    h, w = sample.metainfo["img_shape"]
+    h, w = image_region(sample)
     s = max(sigma * max(h, w), 0.5)
     factor = max(1, int(s // 4))  # blur with a sigma of about 4 px on a 1/factor copy
     region = inputs[..., :h, :w].float()
@@ -143,7 +158,7 @@ def box_scores(detector: Detector, sample: DetDataSample, images: torch.Tensor, 
     # sends every prior to NMS, a third of the evaluation's time, for scores no curve can show.
     test_cfg = detector.model.bbox_head.test_cfg.copy()
     test_cfg.score_thr = max(test_cfg.get("score_thr", 0), SCORE_FLOOR)
-    wrapper = DetectorWrapper(detector.model, sample, test_cfg=test_cfg)
+    wrapper = DetectorWrapper(detector.model, sample, test_cfg=test_cfg, network=detector.network)
     scores = []
     # the detector's inference precision (bf16 autocast where it was loaded so): no gradients here
     with torch.no_grad(), detector.autocast():
@@ -178,7 +193,7 @@ def deletion_insertion(detector: Detector, sample: DetDataSample, inputs: torch.
 
 def sobel_map(inputs: torch.Tensor, sample: DetDataSample) -> np.ndarray:
     """Gradient magnitude of the image's grey level, in [0, 1]: a map that knows nothing of the model."""
-    h, w = sample.metainfo["img_shape"]
+    h, w = image_region(sample)
     grey = inputs[:1, :, :h, :w].float().mean(1, keepdim=True)
     kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=grey.device)
     grads = torch.nn.functional.conv2d(torch.nn.functional.pad(grey, (1, 1, 1, 1), mode="replicate"),
@@ -250,8 +265,9 @@ def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[s
                    drise_masks: int | None = None, scorer: Detector | None = None) -> list[MapScore]:
     """Every (method, layer) map of one image, measured; DataError when no box reaches ``score_thr``.
 
-    ``scorer``: the detector that scores the perturbed copies (``detector.folded()``: the same scores to
-    float rounding, faster); the maps and the boxes to explain come from ``detector`` itself.
+    ``scorer``: the detector that scores the perturbed copies (``detector.scorer()``: batch norms folded, ONNX
+    Runtime on the CPU in fp32; the same scores to float rounding, faster); the maps and the boxes to explain
+    come from ``detector`` itself.
     """
     scorer = scorer or detector
     inputs, sample = detector.prepare(image)
@@ -260,9 +276,11 @@ def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[s
     if len(bboxes) == 0:
         raise DataError(f"{image}: no predicted box with score >= {score_thr} to explain")
     blurred = blurred_copy(inputs, sample)
-    ends = tuple(box_scores(scorer, sample, torch.cat([inputs, blurred]), bboxes, labels))
+    h, w = scored_region(detector.model, sample)  # what changes between the copies, and whole stride cells
+    scored, blurred = inputs[..., :h, :w], blurred[..., :h, :w]
+    ends = tuple(box_scores(scorer, sample, torch.cat([scored, blurred]), bboxes, labels))
     boxes = bboxes.cpu().numpy()  # input pixels, like the maps
-    inside = box_mask(boxes, sample.metainfo["img_shape"])
+    inside = box_mask(boxes, image_region(sample))
     bf16 = detector.precision == "bf16"
     maps, seconds = row_maps(detector.model, inputs, sample, bboxes, labels, rows, seed, bf16, drise_masks)
     random_maps = {} if random_model is None else \
@@ -271,7 +289,7 @@ def evaluate_image(detector: Detector, image: str | Path, rows: Sequence[tuple[s
     for method, layer in rows:
         start = time.perf_counter()
         heatmap = maps[method, layer]
-        deletion, insertion = deletion_insertion(scorer, sample, inputs, blurred, heatmap, bboxes, labels, fractions,
+        deletion, insertion = deletion_insertion(scorer, sample, scored, blurred, heatmap, bboxes, labels, fractions,
                                                  ends, np.random.default_rng(seed))
         seconds[method, layer] += time.perf_counter() - start  # the map's and its curves' (not the random map's)
         corr = corr_in_boxes = math.nan
@@ -342,12 +360,13 @@ def cam_eval(detector: Detector, folder: str | Path,
     images = list_images(folder)[:max_images]
     rows = table_rows(methods, layers, baselines)
     random_model = randomised_copy(detector.model, seed) if randomisation else None
-    scorer = detector.folded()  # the hundreds of forward passes per image: batch norms folded into the convs
+    scorer = None  # the hundreds of forward passes per image: Detector.scorer, made from the first image's input
     scores, done, skipped = [], [], []
     start = time.perf_counter()
     bar = progress_bar(len(images), f"cam-eval ({len(rows)} maps per image)", unit="image")
     for i, image in enumerate(images):
         try:
+            scorer = scorer or detector.scorer(detector.prepare(image)[0])
             scores += evaluate_image(detector, image, rows, fractions, score_thr, topk, random_model, seed + i,
                                      drise_masks, scorer)
             done.append(image.name)

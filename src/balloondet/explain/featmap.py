@@ -16,7 +16,7 @@ from balloondet.core import defaults
 from balloondet.core.errors import ConfigError
 from balloondet.core.files import display_path
 from balloondet.core.images import read_image, save_figure
-from balloondet.engine.detector import get_layer
+from balloondet.engine.detector import get_layer, image_region
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,7 +127,7 @@ def featmap(detector: Detector, image: str | Path, modules: Sequence[str] = MODU
     for module in modules:
         maps, sample = capture(detector, image, output_layers(detector.model, module))
         path = Path(out) / defaults.FEATMAP_FIGURE.format(module=module) if out is not None else None
-        fig = plot_module(maps, img, sample.metainfo["img_shape"], module, reduction, topk, path)
+        fig = plot_module(maps, img, image_region(sample), module, reduction, topk, path)
         results[module] = (maps, fig)
         if path is not None:
             print(f"wrote {display_path(path)}")

@@ -2,7 +2,7 @@
 the detector's own outputs (final predictions, or every prior's class scores)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -20,22 +20,26 @@ class DetectorWrapper(torch.nn.Module):
     ``predict``: the final predictions (``InstanceData``: bboxes in input pixels, scores,
     labels), after NMS, with gradients. ``dense``: per pyramid level, the priors and the
     class scores of every prior, before any filtering. ``with_nms=False``: the predictions before NMS
-    (the test config's score floor and top-k per level only).
+    (the test config's score floor and top-k per level only). ``network``: a callable from the batch to the
+    head's (class scores, box offsets), such as ``engine.network.OnnxNetwork``; the detector's own by default.
     """
 
     def __init__(self, detector: BaseDetector, data_sample: DetDataSample, mode: str = "predict",
-                 test_cfg: dict | None = None, with_nms: bool = True) -> None:
+                 test_cfg: dict | None = None, with_nms: bool = True, network: Callable | None = None) -> None:
         super().__init__()
         self.detector = detector
         self.data_sample = data_sample  # geometry of the input (img_shape, pad_shape, ...)
         self.mode = mode
         self.with_nms = with_nms
         self.test_cfg = test_cfg or detector.bbox_head.test_cfg  # post-processing (NMS) settings
+        self.network = network  # another way to the head's outputs (``Detector.network``), else the detector's
 
     def forward(self, inputs: torch.Tensor) -> list:
         head = self.detector.bbox_head
-        feats = self.detector.extract_feat(inputs)
-        cls_scores, bbox_preds = head(feats)
+        if self.network is not None:
+            cls_scores, bbox_preds = self.network(inputs)
+        else:
+            cls_scores, bbox_preds = head(self.detector.extract_feat(inputs))
         # under bf16 autocast (cam_eval's scoring passes) the boxes are decoded in fp32; a no-op otherwise
         cls_scores, bbox_preds = [c.float() for c in cls_scores], [b.float() for b in bbox_preds]
         priors = head.prior_generator.grid_priors([c.shape[-2:] for c in cls_scores], dtype=cls_scores[0].dtype,

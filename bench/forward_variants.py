@@ -1,0 +1,110 @@
+"""ms per image of RTMDet-tiny's network (extract_feat + head, the CPU recipe, random weights) in fp32 on this
+machine's threads: eager NCHW, channels-last, channels-last with the batch norms folded
+(``compat.fold_batch_norms``), a frozen, optimised TorchScript graph and ONNX Runtime, at 640 x 640 and 640 x 480,
+4 alternated rounds; each variant's largest difference from eager NCHW first.
+
+    .venv/bin/python bench/forward_variants.py [BATCH]      # default batch 4, cam-eval's
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+ROUNDS = 4
+
+
+class Network(torch.nn.Module):
+    """Backbone, neck and head: what cam-eval's perturbed copies go through (the post-processing left out)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        cls_scores, bbox_preds = self.model.bbox_head(self.model.extract_feat(x))
+        return tuple(cls_scores) + tuple(bbox_preds)
+
+
+def eager(net: torch.nn.Module, layout: torch.memory_format):
+    def run(x: torch.Tensor) -> tuple:
+        with torch.inference_mode():
+            return net(x.contiguous(memory_format=layout))
+    return run
+
+
+def frozen(net: torch.nn.Module, layout: torch.memory_format, shape: tuple):
+    with torch.no_grad():
+        graph = torch.jit.trace(net, torch.randn(*shape).contiguous(memory_format=layout), strict=False)
+        graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph.eval()))
+
+    def run(x: torch.Tensor) -> tuple:
+        with torch.no_grad():
+            return graph(x.contiguous(memory_format=layout))
+    return run
+
+
+def onnx_runtime(net: torch.nn.Module, shape: tuple):
+    """The same network exported to ONNX (opset 17, fixed shape) and run by ONNX Runtime on torch's threads."""
+    import io
+
+    import onnxruntime as ort
+
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(net, torch.randn(*shape), buffer, opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> tuple:
+        return tuple(torch.from_numpy(out) for out in session.run(None, {name: x.numpy()}))
+    return run
+
+
+def main(batch: int) -> None:
+    from mmdet.apis import init_detector
+    from mmdet.utils import register_all_modules
+
+    from balloondet.engine.compat import fold_batch_norms
+    from balloondet.engine.config import build_config
+
+    warnings.filterwarnings("ignore")
+    register_all_modules()
+    torch.manual_seed(0)
+    model = init_detector(build_config("rtmdet_tiny_cpu-scratch_balloon"), None, device="cpu").eval()
+    nchw = Network(copy.deepcopy(model)).eval()
+    cl = Network(copy.deepcopy(model)).eval().to(memory_format=torch.channels_last)
+    folded = Network(fold_batch_norms(copy.deepcopy(model).eval())).eval().to(memory_format=torch.channels_last)
+    print(f"{torch.get_num_threads()} torch threads, batch {batch}, fp32")
+    for h, w in [(640, 640), (480, 640)]:
+        shape = (batch, 3, h, w)
+        variants = {"eager nchw": eager(nchw, torch.contiguous_format), "eager cl": eager(cl, torch.channels_last),
+                    "eager cl+fold": eager(folded, torch.channels_last),
+                    "jit frozen nchw": frozen(copy.deepcopy(nchw), torch.contiguous_format, shape),
+                    "jit frozen cl": frozen(copy.deepcopy(cl), torch.channels_last, shape),
+                    "onnxruntime": onnx_runtime(copy.deepcopy(nchw), shape)}
+        x = torch.randn(*shape)
+        want = variants["eager nchw"](x)
+        for name, run in variants.items():
+            got = run(x)
+            run(x)  # warm-up
+            diff = max(float((a - b).abs().max()) for a, b in zip(want, got, strict=True))
+            print(f"{h}x{w} {name}: largest difference from eager nchw {diff:.2e}", flush=True)
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for r in range(ROUNDS):
+            for name, run in (variants.items() if r % 2 == 0 else reversed(list(variants.items()))):
+                start = time.perf_counter()
+                run(x)
+                times[name].append((time.perf_counter() - start) * 1000 / batch)
+        for name, ms in times.items():
+            print(f"{h}x{w} {name}: {statistics.median(ms):.1f} ms/image ({min(ms):.1f}-{max(ms):.1f})", flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
