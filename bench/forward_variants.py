@@ -18,18 +18,6 @@ import torch
 ROUNDS = 4
 
 
-class Network(torch.nn.Module):
-    """Backbone, neck and head: what cam-eval's perturbed copies go through (the post-processing left out)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple:
-        cls_scores, bbox_preds = self.model.bbox_head(self.model.extract_feat(x))
-        return tuple(cls_scores) + tuple(bbox_preds)
-
-
 def eager(net: torch.nn.Module, layout: torch.memory_format):
     def run(x: torch.Tensor) -> tuple:
         with torch.inference_mode():
@@ -49,21 +37,14 @@ def frozen(net: torch.nn.Module, layout: torch.memory_format, shape: tuple):
 
 
 def onnx_runtime(net: torch.nn.Module, shape: tuple):
-    """The same network exported to ONNX (opset 17, fixed shape) and run by ONNX Runtime on torch's threads."""
-    import io
+    """The same network in ONNX Runtime, as cam-eval runs it (``engine.network.OnnxNetwork``: dynamic sizes)."""
+    from balloondet.engine.network import OnnxNetwork
 
-    import onnxruntime as ort
-
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(net, torch.randn(*shape), buffer, opset_version=17, dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    network = OnnxNetwork(net.model, torch.randn(*shape))
 
     def run(x: torch.Tensor) -> tuple:
-        return tuple(torch.from_numpy(out) for out in session.run(None, {name: x.numpy()}))
+        cls_scores, bbox_preds = network(x)
+        return (*cls_scores, *bbox_preds)
     return run
 
 
@@ -73,6 +54,7 @@ def main(batch: int) -> None:
 
     from balloondet.engine.compat import fold_batch_norms
     from balloondet.engine.config import build_config
+    from balloondet.engine.network import HeadOutputs as Network  # backbone, neck and head, no post-processing
 
     warnings.filterwarnings("ignore")
     register_all_modules()
