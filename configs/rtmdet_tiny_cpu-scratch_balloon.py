@@ -1,8 +1,9 @@
-# From scratch on a 2-core CPU (no pretrained weights can be had here): 320 px, bf16, ~30 min of training.
+# From scratch on a 2-core CPU (no pretrained weights can be had here): 320 px; 300 epochs in ~25 min with bf16
+# autocast (AVX512-BF16), ~55 min in fp32 on an AVX2-only EPYC (docs/results.md).
 _base_ = './rtmdet_tiny_1xb12-40e_balloon.py'
 
 img_scale = (320, 320)  # a quarter of the pixels of 640: about 4x faster per training image on CPU
-max_epochs = 300  # about 30 minutes on 2 cores with bf16 autocast (balloondet.engine.precision)
+max_epochs = 300  # 2,400 steps of 8: from scratch, the number of steps is what counts
 stage2_num_epochs = 30
 base_lr = 0.004  # from scratch wants the base recipe's full rate, not the fine-tuning one
 interval = 10
