@@ -102,7 +102,8 @@ def test_cli_export_predict_test_and_benchmark(trained_smoke, synthetic_root, tm
     assert main(["export", SMOKE, ckpt, "--out", str(out)]) == 0
     image = str(sorted((synthetic_root / "val").glob("*.jpg"))[0])
     for backend, model in (("torch", ckpt), ("onnx", str(out))):
-        assert main(["predict", SMOKE, model, image, "--backend", backend, "--device", "cpu",
+        # both in fp32: where the CPU has native bf16, `auto` would compare bf16 torch with the fp32 export
+        assert main(["predict", SMOKE, model, image, "--backend", backend, "--device", "cpu", "--precision", "fp32",
                      "--out", str(tmp_path / backend)]) == 0
     torch_pred, onnx_pred = (json.loads((tmp_path / b / "predictions.json").read_text())[0]["detections"]
                              for b in ("torch", "onnx"))
