@@ -9,6 +9,7 @@ import torch
 from balloondet.core.errors import ConfigError
 from balloondet.explain.cam_eval import (
     auc,
+    first_survivors,
     fractions_for,
     perturbed,
     pixel_ranks,
@@ -35,6 +36,31 @@ def test_pixel_ranks_follow_the_map_and_break_ties_at_random():
     assert ranks[1, 2] == 0 and ranks[3, 5] == 1 and sorted(ranks.ravel()) == list(range(24))
     zeros = ranks[heatmap == 0]  # 22 tied pixels: not in raster order (that would favour the top rows)
     assert not np.array_equal(zeros, np.sort(zeros))
+
+
+@pytest.mark.parametrize("spread", ["scattered", "clustered"])
+def test_first_survivors_keep_what_nms_then_max_per_img_keeps(spread):
+    """NMS on a growing prefix of the best candidates keeps the same boxes, scores and order as mmdet's
+    batched_nms on all of them followed by max_per_img: scattered boxes (thousands survive: the prefix stops
+    early) and clustered ones (few survive: the prefix grows to every box), two classes."""
+    from mmcv.ops import batched_nms
+    from mmengine.structures import InstanceData
+
+    rng = np.random.default_rng(0)
+    n, extent, size = (3000, 2000, 10) if spread == "scattered" else (3000, 40, 100)
+    xy = rng.uniform(0, extent, (n, 2))
+    wh = rng.uniform(size, 4 * size, (n, 2))
+    candidates = InstanceData(bboxes=torch.tensor(np.c_[xy, xy + wh], dtype=torch.float32),
+                              scores=torch.tensor(rng.uniform(0.01, 1, n), dtype=torch.float32),
+                              labels=torch.tensor(rng.integers(0, 2, n)))
+    nms_cfg, max_per_img = dict(type="nms", iou_threshold=0.65), 300
+    dets, keep = batched_nms(candidates.bboxes, candidates.scores, candidates.labels, nms_cfg)
+    expected = candidates[keep][:max_per_img]
+    assert (len(keep) > 2 * max_per_img) if spread == "scattered" else (len(keep) < max_per_img)
+    got = first_survivors(candidates, nms_cfg, max_per_img)
+    assert len(got) == len(expected) == min(len(keep), max_per_img)
+    for key in ("bboxes", "scores", "labels"):
+        torch.testing.assert_close(getattr(got, key), getattr(expected, key), rtol=0, atol=0)
 
 
 def test_perturbed_swaps_the_first_pixels_by_rank_and_leaves_the_padding():

@@ -67,6 +67,7 @@ from balloondet.explain.wrapper import DetectorWrapper, predict_boxes
 if TYPE_CHECKING:
     from mmdet.models.detectors import BaseDetector
     from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
 
     from balloondet.engine.detector import Detector
 
@@ -151,19 +152,43 @@ def perturbed(start: torch.Tensor, end: torch.Tensor, ranks: np.ndarray, fractio
     return torch.where(masks.to(start.device), end, start)
 
 
+def first_survivors(candidates: InstanceData, nms_cfg: dict, max_per_img: int) -> InstanceData:
+    """mmdet's last post-processing step, ``batched_nms`` then the ``max_per_img`` best, on the fewest boxes.
+
+    Greedy NMS keeps or drops a box by the higher-scored boxes alone, so NMS on the ``m`` best candidates
+    decides those ``m`` exactly as on all of them; once that prefix holds ``max_per_img`` survivors they are
+    the ones kept. Starting at twice ``max_per_img`` and growing fourfold: on a trained model's perturbed
+    copies, thousands of candidates above ``SCORE_FLOOR`` made NMS a quarter of cam-eval's time.
+    """
+    from mmcv.ops import batched_nms
+
+    order = candidates.scores.argsort(descending=True, stable=True)
+    m = min(len(order), 2 * max_per_img)
+    while True:
+        prefix = candidates[order[:m]]
+        dets, keep = batched_nms(prefix.bboxes, prefix.scores, prefix.labels, nms_cfg)
+        if len(keep) >= max_per_img or m == len(order):
+            kept = prefix[keep]
+            kept.scores = dets[:, -1]
+            return kept[:max_per_img]
+        m = min(len(order), 4 * m)
+
+
 def box_scores(detector: Detector, sample: DetDataSample, images: torch.Tensor, bboxes: torch.Tensor,
                labels: torch.Tensor, batch: int = BATCH) -> np.ndarray:
-    """For each image, the mean over the boxes of their matched prediction's score (0 when unmatched)."""
+    """For each image, the mean over the boxes of their matched prediction's score (0 when unmatched): the
+    detector's own predictions (its test config), NMS by ``first_survivors``."""
     # Predictions below SCORE_FLOOR count as no match (score 0): the test config's floor of 0.001
     # sends every prior to NMS, a third of the evaluation's time, for scores no curve can show.
     test_cfg = detector.model.bbox_head.test_cfg.copy()
     test_cfg.score_thr = max(test_cfg.get("score_thr", 0), SCORE_FLOOR)
-    wrapper = DetectorWrapper(detector.model, sample, test_cfg=test_cfg, network=detector.network)
+    wrapper = DetectorWrapper(detector.model, sample, test_cfg=test_cfg, with_nms=False, network=detector.network)
     scores = []
     # the detector's inference precision (bf16 autocast where it was loaded so): no gradients here
     with torch.no_grad(), detector.autocast():
         for chunk in images.split(batch):
-            preds = wrapper(detector.layout(chunk))  # perturbed copies come out of torch.where in NCHW
+            candidates = wrapper(detector.layout(chunk))  # perturbed copies come out of torch.where in NCHW
+            preds = [first_survivors(c, test_cfg.nms, test_cfg.max_per_img) if len(c) else c for c in candidates]
             scores += [float(matched_scores(bboxes, labels, pred).mean()) for pred in preds]
     return np.array(scores)
 
