@@ -14,6 +14,7 @@ from balloondet.explain.cam_eval import (
     perturbed,
     pixel_ranks,
     rank_correlation,
+    rank_masks,
     table_rows,
 )
 from balloondet.explain.cam_eval_report import format_table
@@ -71,6 +72,12 @@ def test_perturbed_swaps_the_first_pixels_by_rank_and_leaves_the_padding():
     assert batch[0].sum() == 0
     assert batch[1, 0, :2, :3].tolist() == [[1, 1, 1], [0, 0, 0]]  # ranks 0-2: the first row
     assert batch[2, :, :2, :3].min() == 1 and batch[2, :, 2:].max() == 0 and batch[2, :, :, 3:].max() == 0
+    # deletion_insertion's way: the masks made once, both curves written into one batch
+    both = torch.full((6, 3, 4, 5), -1.0)
+    masks = rank_masks(ranks, np.array([0, 0.5, 1]), (4, 5))
+    assert perturbed(start, end, ranks, np.array([0, 0.5, 1]), masks, out=both[:3]).data_ptr() == both.data_ptr()
+    perturbed(end, start, ranks, np.array([0, 0.5, 1]), masks, out=both[3:])
+    assert torch.equal(both[:3], batch) and torch.equal(both[3:], 1 - batch)
 
 
 def test_rank_correlation():

@@ -144,10 +144,13 @@ class Detector:
         return replace(folded, network=OnnxNetwork(folded.model, example))
 
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:
-        """A batch in the memory layout this detector's convolutions use (channels-last or the default)."""
+        """A batch in the memory layout this detector's convolutions use (channels-last or the default); as it
+        comes where a ``network`` of its own runs them (ONNX Runtime reads NCHW: a channels-last copy would
+        be copied back, two passes over each of cam-eval's batches for nothing)."""
         import torch
 
-        return inputs.contiguous(memory_format=torch.channels_last) if self.channels_last else inputs
+        return inputs.contiguous(memory_format=torch.channels_last) if self.channels_last and not self.network \
+            else inputs
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Inside the block, inference runs in this detector's precision (bf16 autocast on the CPU, or fp32)."""

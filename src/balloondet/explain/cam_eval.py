@@ -143,13 +143,22 @@ def pixel_ranks(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return ranks.reshape(heatmap.shape)
 
 
-def perturbed(start: torch.Tensor, end: torch.Tensor, ranks: np.ndarray, fractions: np.ndarray) -> torch.Tensor:
-    """One image per fraction: ``start`` with its first ``fraction`` of pixels (by rank) taken from ``end``."""
+def rank_masks(ranks: np.ndarray, fractions: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(fractions, 1, *size) booleans: the first ``fraction`` of the pixels by rank, per fraction (the padding
+    beyond ``ranks``' shape never)."""
     h, w = ranks.shape
     counts = torch.as_tensor(np.round(fractions * ranks.size), dtype=torch.long)
-    masks = torch.zeros(len(fractions), 1, *start.shape[-2:], dtype=torch.bool)
+    masks = torch.zeros(len(fractions), 1, *size, dtype=torch.bool)
     masks[:, 0, :h, :w] = torch.as_tensor(ranks)[None] < counts[:, None, None]
-    return torch.where(masks.to(start.device), end, start)
+    return masks
+
+
+def perturbed(start: torch.Tensor, end: torch.Tensor, ranks: np.ndarray, fractions: np.ndarray,
+              masks: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One image per fraction: ``start`` with its first ``fraction`` of pixels (by rank) taken from ``end``;
+    ``masks``: ``rank_masks``' for these, where already made; ``out``: the tensor to write them into."""
+    masks = rank_masks(ranks, fractions, start.shape[-2:]) if masks is None else masks
+    return torch.where(masks.to(start.device), end, start, out=out)
 
 
 def first_survivors(candidates: InstanceData, nms_cfg: dict, max_per_img: int) -> InstanceData:
@@ -208,7 +217,11 @@ def deletion_insertion(detector: Detector, sample: DetDataSample, inputs: torch.
     """
     ranks = pixel_ranks(heatmap, rng)
     inner = fractions[1:-1]
-    batch = torch.cat([perturbed(inputs, blurred, ranks, inner), perturbed(blurred, inputs, ranks, inner)])
+    n = len(inner)
+    masks = rank_masks(ranks, inner, inputs.shape[-2:])  # the same pixels leave (deletion) and come (insertion)
+    batch = torch.empty(2 * n, *inputs.shape[1:], dtype=inputs.dtype, device=inputs.device)  # NCHW, in one piece
+    perturbed(inputs, blurred, ranks, inner, masks, out=batch[:n])
+    perturbed(blurred, inputs, ranks, inner, masks, out=batch[n:])
     scores = box_scores(detector, sample, batch, bboxes, labels)
     full, blur = ends
     deletion = np.concatenate([[full], scores[:len(inner)], [blur]])
