@@ -224,8 +224,8 @@ def deletion_insertion(detector: Detector, sample: DetDataSample, inputs: torch.
     perturbed(blurred, inputs, ranks, inner, masks, out=batch[n:])
     scores = box_scores(detector, sample, batch, bboxes, labels)
     full, blur = ends
-    deletion = np.concatenate([[full], scores[:len(inner)], [blur]])
-    insertion = np.concatenate([[blur], scores[len(inner):], [full]])
+    deletion = np.concatenate([[full], scores[:n], [blur]])
+    insertion = np.concatenate([[blur], scores[n:], [full]])
     return deletion, insertion
 
 
