@@ -19,6 +19,12 @@ Usage (from the repository root):
 
     .venv/bin/python bench/profile_ops.py                        # 640 px, the precisions make bench picks
     .venv/bin/python bench/profile_ops.py --precisions bf16 --size 640 --iters 20
+    .venv/bin/python bench/profile_ops.py --train --size 320 --iters 2   # the training step instead (fp32)
+
+``--train`` profiles the training step instead of the forward pass: ``model.train_step``'s work (data
+preprocessor, loss, backward, AdamW) on a random batch of 8, as ``make bench`` times it, in fp32; section 2
+only, by op and then by op and input shape (a ``convolution_backward`` row's shapes are the output's
+gradient, the input and the weight: its FLOPs are about twice the forward's).
 
 Untrained weights, as ``make bench``. Only prints; nothing is written.
 """
@@ -36,11 +42,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import (  # noqa: E402
+    BATCH,
     build_inference_model,
+    build_train_model,
     default_precisions,
     detector_for,
     model_only_forward,
     ms_per_image,
+    random_batch,
     timed,
     write_test_image,
 )
@@ -58,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=10, help="timed iterations per measurement")
     p.add_argument("--top", type=int, default=12, help="rows of the op and kernel tables")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--train", action="store_true", help="profile the training step (batch 8, fp32) instead")
     p.add_argument("--onednn-child", nargs=2, metavar=("PRECISION", "FORMAT"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -104,6 +114,40 @@ def split_predict(size: int, precision: str, image: Path, warmup: int, iters: in
         post_ms = ms_per_image(timed(post, warmup, iters, "cpu"))
     network_ms = ms_per_image(timed(network, warmup, iters, "cpu"))
     return network_ms, post_ms, max((len(call.args[0]) for call in nms.call_args_list), default=0)
+
+
+def train_step(size: int):
+    """A no-argument function: one training step of the benchmark's model in fp32 on a random batch of 8 at
+    ``size`` (data preprocessor, loss, backward, AdamW), as ``make bench``'s training throughput times it."""
+    import numpy as np
+
+    model = build_train_model("cpu")
+    batch = random_batch(np.random.default_rng(size), size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+
+    def step():
+        data = model.data_preprocessor(batch, True)
+        loss, _ = model.parse_losses(model.loss(data["inputs"], data["data_samples"]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def profile_train_step(args) -> None:
+    """Section 2 for the training step: the top ops, then the top (op, input shapes)."""
+    step = train_step(args.size)
+    times = timed(step, args.warmup, args.iters, "cpu")
+    print(f"\n[fp32] training step, batch {BATCH} at {args.size} px: median {ms_per_image(times):.0f} ms")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(args.iters):
+            step()
+    print(f"\n[fp32] 2. top ops by self CPU time ({args.iters} training steps)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=40))
+    print(f"[fp32] 2. top ops and input shapes by self CPU time ({args.iters} training steps)")
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=args.top,
+                                                            max_name_column_width=32, max_shapes_column_width=80))
 
 
 # ---------------------------------------------------------------- oneDNN's verbose log
@@ -188,6 +232,11 @@ def main(argv=None) -> int:
     register_all_modules()
     if args.onednn_child:
         run_onednn_child(args)
+        return 0
+    if args.train:
+        print(f"RTMDet-tiny's training step on the CPU: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{args.iters} timed steps after {args.warmup}")
+        profile_train_step(args)
         return 0
     precisions = args.precisions or default_precisions("cpu")
     print(f"RTMDet-tiny model-only forward at {args.size} px on the CPU: torch {torch.__version__}, "

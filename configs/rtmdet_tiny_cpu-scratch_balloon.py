@@ -3,12 +3,12 @@
 _base_ = './rtmdet_tiny_1xb12-40e_balloon.py'
 
 img_scale = (320, 320)  # a quarter of the pixels of 640: about 4x faster per training image on CPU
-max_epochs = 300  # 2,400 steps of 8: from scratch, the number of steps is what counts
+max_epochs = 300  # 2,400 steps of 8: fewer epochs, smaller or fewer images all scored lower (docs/results.md)
 stage2_num_epochs = 30
 base_lr = 0.004  # from scratch wants the base recipe's full rate, not the fine-tuning one
 interval = 30  # validation (13 photos at 640 px) costs most of an epoch here: 12 in a run, not 36; the weights
 # come out the same bit for bit however often it runs (docs/results.md)
-batch_size = 8  # 8 updates per epoch instead of 5: from scratch, the number of steps is what counts
+batch_size = 8  # not 5 for the same steps: from scratch, the images seen count (docs/results.md)
 
 load_from = None  # nothing pretrained: the COCO checkpoint cannot be downloaded here
 

@@ -64,6 +64,16 @@ def test_profile_runs_end_to_end():
     assert "all oneDNN primitives" in out or "oneDNN printed nothing" in out
 
 
+def test_profile_of_the_training_step_shows_the_convolutions_backward():
+    command = [sys.executable, str(BENCH / "profile_ops.py"), "--train", "--size", "64", "--warmup", "0",
+               "--iters", "1", "--top", "40"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"training step, batch 8 at 64 px: median \d+ ms", done.stdout)
+    assert "aten::convolution_backward" in done.stdout  # the backward pass ran and was recorded
+    assert re.search(r"aten::convolution_backward .*\[\[8, \d+, \d+, \d+\]", done.stdout)  # by input shape, batch 8
+
+
 # ---------------------------------------------------------------- bench/compare_stacks.py
 
 
