@@ -245,12 +245,10 @@ def cuda_peak_rows(device: str, stage: str, size) -> list[dict]:
     return [row(f"cuda max allocated ({stage})", size, torch.cuda.max_memory_allocated() / 2**20, "MiB")]
 
 
-def measure_train_throughput(model, size: int, args, device: str,
-                             precision: str = "fp32") -> tuple[list[dict], list[float]]:
-    """Images/s of data_preprocessor + loss + backward + AdamW step on a random batch.
-
-    bf16: the forward and the loss inside the CPU autocast of ``CPUAutocastOptimWrapper``,
-    with the head's loss in fp32 (``keep_head_fp32``), as ``balloondet train`` runs it.
+def train_step(model, size: int, precision: str = "fp32"):
+    """A no-argument function: one training step (data_preprocessor, loss, backward, AdamW) of ``model`` on a
+    random batch of 8 at ``size``. bf16: the forward and the loss inside the CPU autocast of
+    ``CPUAutocastOptimWrapper``, with the head's loss in fp32 (``keep_head_fp32``), as ``balloondet train`` runs it.
     """
     from balloondet.engine.precision import cpu_autocast, keep_head_fp32
 
@@ -268,6 +266,13 @@ def measure_train_throughput(model, size: int, args, device: str,
         loss.backward()
         optimizer.step()
 
+    return step
+
+
+def measure_train_throughput(model, size: int, args, device: str,
+                             precision: str = "fp32") -> tuple[list[dict], list[float]]:
+    """Images/s of ``train_step`` (data_preprocessor + loss + backward + AdamW step on a random batch)."""
+    step = train_step(model, size, precision)
     reset_cuda_peak(device)
     times = timed(step, args.warmup, args.train_iters, device)
     rows = [row(f"train throughput [{precision}]", size, BATCH * len(times) / sum(times), "img/s"),

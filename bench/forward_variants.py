@@ -37,47 +37,16 @@ def frozen(net: torch.nn.Module, layout: torch.memory_format, shape: tuple):
     return run
 
 
-def onnx_runtime(net: torch.nn.Module, shape: tuple):
-    """The same network in ONNX Runtime, as cam-eval runs it (``engine.network.OnnxNetwork``: dynamic sizes)."""
+def onnx_runtime(net: torch.nn.Module, shape: tuple, dynamic: bool = True):
+    """The same network in ONNX Runtime, as cam-eval runs it (``engine.network.OnnxNetwork``: dynamic sizes), or
+    exported for this one shape (``dynamic=False``)."""
     from balloondet.engine.network import OnnxNetwork
 
-    network = OnnxNetwork(net.model, torch.randn(*shape))
+    network = OnnxNetwork(net.model, torch.randn(*shape), dynamic=dynamic)
 
     def run(x: torch.Tensor) -> tuple:
         cls_scores, bbox_preds = network(x)
         return (*cls_scores, *bbox_preds)
-    return run
-
-
-def onnx_bytes(net: torch.nn.Module, shape: tuple, dynamic: bool) -> bytes:
-    """The network as ONNX, its batch, height and width dynamic or fixed to ``shape``."""
-    import io
-
-    from balloondet.core import defaults
-
-    axes = {0: "batch", 2: "height", 3: "width"}
-    names = [f"out{i}" for i in range(len(net(torch.randn(*shape))))]
-    buffer = io.BytesIO()
-    torch.onnx.export(net, (torch.randn(*shape),), buffer, dynamo=False, opset_version=defaults.ONNX_OPSET,
-                      input_names=["images"], output_names=names,
-                      dynamic_axes={"images": axes, **{n: axes for n in names}} if dynamic else None)
-    return buffer.getvalue()
-
-
-def onnx_runtime_static(net: torch.nn.Module, shape: tuple):
-    """ONNX Runtime on an export for this one shape (static sizes let it plan every buffer ahead)."""
-    import onnxruntime as ort
-
-    from balloondet.engine.cores import usable_cores
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = usable_cores(), 1
-    with torch.no_grad():
-        session = ort.InferenceSession(onnx_bytes(net, shape, dynamic=False), options,
-                                       providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> tuple:
-        return tuple(torch.from_numpy(o) for o in session.run(None, {"images": x.contiguous().numpy()}))
     return run
 
 
@@ -86,12 +55,11 @@ def openvino(net: torch.nn.Module, shape: tuple):
     import openvino as ov
 
     from balloondet.engine.cores import usable_cores
+    from balloondet.engine.network import head_outputs_onnx
 
     core = ov.Core()
-    with torch.no_grad():
-        model = core.read_model(onnx_bytes(net, shape, dynamic=True), b"")
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": usable_cores(),
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(core.read_model(head_outputs_onnx(net.model, torch.randn(*shape))[0], b""), "CPU",
+                                  {"INFERENCE_NUM_THREADS": usable_cores(), "INFERENCE_PRECISION_HINT": "f32"})
 
     def run(x: torch.Tensor) -> tuple:
         outputs = compiled(x.contiguous().numpy())
@@ -122,7 +90,7 @@ def main(batch: int) -> None:
                     "jit frozen nchw": frozen(copy.deepcopy(nchw), torch.contiguous_format, shape),
                     "jit frozen cl": frozen(copy.deepcopy(cl), torch.channels_last, shape),
                     "onnxruntime": onnx_runtime(copy.deepcopy(nchw), shape),
-                    "onnxruntime static": onnx_runtime_static(copy.deepcopy(nchw), shape),
+                    "onnxruntime static": onnx_runtime(copy.deepcopy(nchw), shape, dynamic=False),
                     "openvino": openvino(copy.deepcopy(nchw), shape)}
         x = torch.randn(*shape)
         want = variants["eager nchw"](x)

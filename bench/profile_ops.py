@@ -49,8 +49,8 @@ from benchmark import (  # noqa: E402
     detector_for,
     model_only_forward,
     ms_per_image,
-    random_batch,
     timed,
+    train_step,
     write_test_image,
 )
 
@@ -116,28 +116,9 @@ def split_predict(size: int, precision: str, image: Path, warmup: int, iters: in
     return network_ms, post_ms, max((len(call.args[0]) for call in nms.call_args_list), default=0)
 
 
-def train_step(size: int):
-    """A no-argument function: one training step of the benchmark's model in fp32 on a random batch of 8 at
-    ``size`` (data preprocessor, loss, backward, AdamW), as ``make bench``'s training throughput times it."""
-    import numpy as np
-
-    model = build_train_model("cpu")
-    batch = random_batch(np.random.default_rng(size), size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-
-    def step():
-        data = model.data_preprocessor(batch, True)
-        loss, _ = model.parse_losses(model.loss(data["inputs"], data["data_samples"]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def profile_train_step(args) -> None:
     """Section 2 for the training step: the top ops, then the top (op, input shapes)."""
-    step = train_step(args.size)
+    step = train_step(build_train_model("cpu"), args.size)
     times = timed(step, args.warmup, args.iters, "cpu")
     print(f"\n[fp32] training step, batch {BATCH} at {args.size} px: median {ms_per_image(times):.0f} ms")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
