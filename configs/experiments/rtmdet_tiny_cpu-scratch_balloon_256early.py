@@ -6,16 +6,17 @@
 # 3 seeds: val mAP 0.428 ± 0.025, the recipe 0.432 ± 0.069; 1.15-1.4x sooner, not the 1.5x of #32 (docs/results.md).
 _base_ = '../rtmdet_tiny_cpu-scratch_balloon.py'
 
-img_scale = (256, 256)
+mosaic_scale = (256, 256)
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='CachedMosaic', img_scale=img_scale, pad_val=114.0, max_cached_images=20, random_pop=False),
-    dict(type='RandomResize', scale=(img_scale[0] * 2, img_scale[1] * 2), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=img_scale),
+    dict(type='CachedMosaic', img_scale=mosaic_scale, pad_val=114.0, max_cached_images=20, random_pop=False),
+    dict(type='RandomResize', scale=(mosaic_scale[0] * 2, mosaic_scale[1] * 2), ratio_range=(0.5, 2.0),
+         keep_ratio=True),
+    dict(type='RandomCrop', crop_size=mosaic_scale),
     dict(type='YOLOXHSVRandomAug'),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='Pad', size=img_scale, pad_val=dict(img=(114, 114, 114))),
+    dict(type='Pad', size=mosaic_scale, pad_val=dict(img=(114, 114, 114))),
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

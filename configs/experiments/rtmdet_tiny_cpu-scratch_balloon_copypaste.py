@@ -1,7 +1,7 @@
 # An experiment on the CPU recipe (see the README's table of recipes tried): copy-paste of the real
 # balloon polygons (Ghiasi et al. 2021) in the Mosaic stage, so that each crop shows more balloons, on
 # more backgrounds, than 61 photos hold. The Mosaic-free last stage stays as in the recipe.
-_base_ = '../rtmdet_tiny_cpu-scratch_balloon.py'
+_base_ = './rtmdet_tiny_cpu-scratch_balloon_320.py'  # the 320-px recipe it was measured on
 
 custom_imports = dict(imports=['balloondet.engine.transforms'], allow_failed_imports=False)  # CachedCopyPaste
 

@@ -2,7 +2,7 @@
 # (0.49x the pixels, 0.65x the real iteration: bench/train_loop.py), the Mosaic-free last 30 on the recipe's
 # 320. The balloons keep the recipe's scale (the same Mosaic and RandomResize), so the 640-px test stays inside
 # the sizes trained on; only the context around them shrinks. The same 2,400 steps, fewer pixels early.
-_base_ = '../rtmdet_tiny_cpu-scratch_balloon.py'
+_base_ = './rtmdet_tiny_cpu-scratch_balloon_320.py'  # the 320-px recipe it was measured on
 
 img_scale = (320, 320)  # the recipe's: Mosaic canvas and resize as there
 crop_size = (224, 224)

@@ -1,7 +1,7 @@
 # An experiment on the CPU recipe (see the README's table of recipes tried): twice the learning rate.
 # ScratchDet (Zhu et al. 2019) trains detectors from scratch with BN in every part and higher rates;
 # RTMDet-tiny already has BN in the backbone, the neck and the head (RTMDetSepBNHead).
-_base_ = '../rtmdet_tiny_cpu-scratch_balloon.py'
+_base_ = './rtmdet_tiny_cpu-scratch_balloon_320.py'  # the 320-px recipe it was measured on
 
 base_lr = 0.008
 max_epochs = 300

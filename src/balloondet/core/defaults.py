@@ -21,7 +21,7 @@ SPLIT_SEED = 0  # ... shuffled with this seed first
 
 # --- configs, runs and devices --------------------------------------------------------
 AUTO = "auto"  # as a config name: the recipe for this machine (engine.config.choose_recipe)
-CPU_CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # no CUDA, no COCO checkpoint: from scratch at 320 px
+CPU_CONFIG = "rtmdet_tiny_cpu-scratch_balloon"  # no CUDA, no COCO checkpoint: from scratch at 224, then 320 px
 CPU_FINETUNE_CONFIG = "rtmdet_tiny_cpu-finetune_balloon"  # no CUDA, the COCO checkpoint at hand: fine-tune at 320
 GPU_CONFIG = "rtmdet_tiny_1xb12-40e_balloon"  # CUDA and the COCO checkpoint at hand: fine-tune it
 GPU_SCRATCH_CONFIG = "rtmdet_tiny_gpu-scratch_balloon"  # CUDA, offline: from scratch at 640 px

@@ -278,7 +278,7 @@ def choose_recipe(device: str = defaults.DEVICE,
 
     Fine-tune from COCO wherever its checkpoint is at hand (``load_from`` given, or the recipe's own
     checkpoint cached or its server answering): the CPU fine-tune without CUDA, the GPU one with it.
-    From scratch only when no checkpoint can be had: the CPU recipe (320 px) or the GPU one (640 px).
+    From scratch only when no checkpoint can be had: the CPU recipe (224 then 320 px) or the GPU one (640 px).
     ``probe(url) -> (at hand, why)`` looks for the checkpoint (default: ``coco_checkpoint_at_hand``);
     ``from_scratch`` asks for the from-scratch recipe whatever is at hand.
     """
@@ -287,7 +287,7 @@ def choose_recipe(device: str = defaults.DEVICE,
         (defaults.CPU_FINETUNE_CONFIG, defaults.CPU_CONFIG)
     where = "CUDA" if cuda else "no CUDA device"
     how = "fine-tune it" if cuda else "fine-tune it on the CPU (frozen backbone, 40 epochs at 320 px)"
-    size = "640 px" if cuda else "300 epochs at 320 px"
+    size = "640 px" if cuda else "300 epochs at 224 px, the last 30 at 320"
     if from_scratch:
         return scratch, f"{where}, and from scratch was asked for: the from-scratch recipe ({size})"
     if load_from:
