@@ -5,7 +5,7 @@ _base_ = './rtmdet_tiny_1xb12-40e_balloon.py'
 img_scale = (320, 320)  # the last 30 epochs: a quarter of the pixels of 640, about 4x faster per image on CPU
 # The Mosaic epochs at 224 px (0.49x the pixels, 0.55x the epoch here): canvas, resize and crop shrink together,
 # so a crop shows the 320-px scene with the balloons at 0.7x; 3 seeds kept the 320-px recipe's val mAP within
-# its noise, about 1.55x sooner (#32, docs/results.md; that recipe is experiments/..._320)
+# its noise, 1.66x sooner back to back on seed 0 (#32, docs/results.md; that recipe is experiments/..._320)
 mosaic_scale = (224, 224)
 max_epochs = 300  # 2,400 steps of 8: fewer epochs, 224-px crops or fewer images all scored lower (docs/results.md)
 stage2_num_epochs = 30

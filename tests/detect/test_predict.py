@@ -1,7 +1,10 @@
 """The `predict` step on the trained smoke model."""
 import json
+import warnings
 
-from balloondet.detect.predict import predict
+import torch
+
+from balloondet.detect.predict import cut_to_photo, predict
 from balloondet.detect.test import evaluate_checkpoint
 
 SMOKE = "rtmdet_tiny_smoke_synthetic"
@@ -34,3 +37,30 @@ def test_predict_folder_and_threshold(synthetic_root, smoke_detector, tmp_path):
     entries = predict(smoke_detector, synthetic_root / "val", score_thr=0.5, out=tmp_path)
     assert len(entries) == len(list((synthetic_root / "val").glob("*.jpg")))
     assert all(d["score"] >= 0.5 and d["class"] == "balloon" for e in entries for d in e["detections"])
+
+
+def test_boxes_past_the_photo_are_drawn_cut_and_written_as_predicted(smoke_detector, synthetic_root, tmp_path):
+    """mmdet decodes boxes within the padded input: one may reach past the photo. The drawing cuts it (no
+    visualizer warning), the JSON keeps it as `test` scores it."""
+    image = sorted((synthetic_root / "val").glob("*.jpg"))[0]
+    sample = smoke_detector.predict(image)
+    h, w = sample.ori_shape
+    sample.pred_instances = sample.pred_instances[:1]
+    sample.pred_instances.bboxes = torch.tensor([[w - 20.0, h - 30.0, w + 15.0, h + 40.0]])
+    sample.pred_instances.scores = torch.tensor([0.9])
+
+    class Past:  # answers as a Detector, with a box past the photo's corner
+        classes, dataset_meta = smoke_detector.classes, smoke_detector.dataset_meta
+
+        def predict(self, path):
+            return sample.clone()
+
+    cut = cut_to_photo(sample, h, w).pred_instances.bboxes
+    assert cut.tolist() == [[w - 20.0, h - 30.0, w - 1.0, h - 1.0]]
+    assert sample.pred_instances.bboxes[0, 2] == w + 15.0  # the caller's sample is left as it was
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entries = predict(Past(), image, score_thr=0.5, out=tmp_path)
+    assert not [w_ for w_ in caught if "out of bounds" in str(w_.message)]
+    assert entries[0]["detections"][0]["bbox_xyxy"] == [w - 20.0, h - 30.0, w + 15.0, h + 40.0]
+    assert (tmp_path / image.name).stat().st_size > 5_000

@@ -26,6 +26,19 @@ def detections_of(data_sample: DetDataSample, score_thr: float, classes: Sequenc
     return sorted(out, key=lambda d: -d["score"])
 
 
+def cut_to_photo(data_sample: DetDataSample, height: int, width: int) -> DetDataSample:
+    """A copy whose boxes are cut to the photo, for drawing. mmdet decodes boxes within the padded network
+    input (its ``Pad`` sets ``img_shape`` to the padded square), so a box by a 4:3 photo's edge can reach past
+    it, and mmengine's visualizer warns for each; the JSON keeps them as `test` scores them."""
+    drawn, pred = data_sample.clone(), data_sample.pred_instances.clone()  # shallow: the tensors are shared
+    bboxes = pred.bboxes.clone()
+    bboxes[:, 0::2] = bboxes[:, 0::2].clamp(0, width - 1)  # to the last pixel: mmengine draws x < width only
+    bboxes[:, 1::2] = bboxes[:, 1::2].clamp(0, height - 1)
+    pred.bboxes = bboxes
+    drawn.pred_instances = pred
+    return drawn
+
+
 def predict(detector: Detector, source: str | Path, score_thr: float = defaults.SCORE_THR,
             out: str | Path = defaults.PREDICT_DIR) -> list[dict]:
     """Detect objects (the model's classes) in an image or a folder of images. ``detector``: a ``Detector``, or
@@ -48,8 +61,8 @@ def predict(detector: Detector, source: str | Path, score_thr: float = defaults.
         img = read_image(path)
         sample = detector.predict(path)
         with atomic_path(out / path.name, suffix=path.suffix) as tmp:
-            visualizer.add_datasample(path.name, img, sample, draw_gt=False, pred_score_thr=score_thr,
-                                      out_file=str(tmp))
+            visualizer.add_datasample(path.name, img, cut_to_photo(sample, *img.shape[:2]), draw_gt=False,
+                                      pred_score_thr=score_thr, out_file=str(tmp))
         entries.append({"image": str(path), "width": img.shape[1], "height": img.shape[0],
                         "detections": detections_of(sample, score_thr, classes)})
         print(f"{path.name}: {len(entries[-1]['detections'])} detection(s) with score >= {score_thr}")
