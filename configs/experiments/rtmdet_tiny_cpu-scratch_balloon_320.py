@@ -1,6 +1,6 @@
 # The CPU recipe until 2026-12-07 (#32): the Mosaic epochs at 320 px like the last 30. 3 seeds: val mAP
-# 0.432 ± 0.069 in 55-82 min; the recipe's 224-px Mosaic stage keeps that within noise, about 1.55x sooner
-# (docs/results.md).
+# 0.432 ± 0.069 in 55-82 min; the recipe's 224-px Mosaic stage keeps that within noise, 1.66x sooner back to
+# back on seed 0 (docs/results.md).
 _base_ = '../rtmdet_tiny_cpu-scratch_balloon.py'
 
 mosaic_scale = (320, 320)
